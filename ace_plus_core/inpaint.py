@@ -1,0 +1,75 @@
+"""Preparing canvas pixels and masks for VAE encoding as ACE++ conditioning (pure torch).
+
+The VAE works on multiples of 8 pixels. Like ComfyUI's InpaintModelConditioning, an image whose sides are not
+multiples of 8 is center-cropped to them, and the mask is resized to the image and cropped the same way.
+Unlike the official ACE++ nodes, *every* tensor that is encoded (the concat latents and the latent the sampler
+starts from) comes from the same cropped pixels (official defect 11).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LATENT_FACTOR = 8
+
+
+def _as_mask_batch(mask: torch.Tensor, name: str) -> torch.Tensor:
+    if mask.dim() == 2:
+        mask = mask.unsqueeze(0)
+    if mask.dim() != 3:
+        raise ValueError(f"{name} must be a MASK [batch, height, width]; got a tensor of shape {tuple(mask.shape)}")
+    return mask
+
+
+def check_image(image: torch.Tensor, name: str) -> None:
+    if image.dim() != 4 or image.shape[-1] not in (3, 4):
+        raise ValueError(
+            f"{name} must be an IMAGE [batch, height, width, 3]; got a tensor of shape {tuple(image.shape)}"
+        )
+    if image.shape[1] < LATENT_FACTOR or image.shape[2] < LATENT_FACTOR:
+        raise ValueError(
+            f"{name} is {image.shape[2]}x{image.shape[1]}; the VAE needs at least {LATENT_FACTOR}x{LATENT_FACTOR} "
+            "pixels. Connect the canvas from an ACE++ processor or canvas node."
+        )
+
+
+def crop_box_multiple_of_8(height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the centered crop to multiples of 8 (ComfyUI's inpaint rule)."""
+    h = height // LATENT_FACTOR * LATENT_FACTOR
+    w = width // LATENT_FACTOR * LATENT_FACTOR
+    return (height % LATENT_FACTOR) // 2, (width % LATENT_FACTOR) // 2, h, w
+
+
+def prepare_pixels_and_mask(
+    pixels: torch.Tensor, mask: torch.Tensor, *, pixels_name: str = "pixels", mask_name: str = "mask"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop ``pixels`` [B,H,W,C] to multiples of 8 and bring ``mask`` to the same size and batch.
+
+    Returns (pixels [B,h,w,3], mask [B,1,h,w]); the mask is resized bilinearly to the image first (as ComfyUI
+    and the official nodes do), so a mask made at the canvas size passes through unchanged.
+    """
+    check_image(pixels, pixels_name)
+    mask = _as_mask_batch(mask, mask_name).to(pixels.device, torch.float32)
+    batch = pixels.shape[0]
+    if mask.shape[0] not in (1, batch):
+        raise ValueError(
+            f"{mask_name} has a batch of {mask.shape[0]} but {pixels_name} has {batch}; "
+            "give one mask for all images or one per image."
+        )
+    height, width = pixels.shape[1], pixels.shape[2]
+    if mask.shape[-2:] != (height, width):
+        mask = F.interpolate(mask.unsqueeze(1), size=(height, width), mode="bilinear").squeeze(1)
+    mask = mask.expand(batch, -1, -1).unsqueeze(1)
+    top, left, h, w = crop_box_multiple_of_8(height, width)
+    pixels = pixels[:, top : top + h, left : left + w, :3]
+    mask = mask[:, :, top : top + h, left : left + w]
+    return pixels, mask
+
+
+def check_same_size(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str) -> None:
+    if a.shape[:3] != b.shape[:3]:
+        raise ValueError(
+            f"{a_name} is {a.shape[2]}x{a.shape[1]} (batch {a.shape[0]}) but {b_name} is {b.shape[2]}x{b.shape[1]} "
+            f"(batch {b.shape[0]}); connect both from the same ACE++ FFT processor or canvas node."
+        )

@@ -1,0 +1,27 @@
+"""ComfyUI adapters over ``ace_plus_core``: thin V3 nodes (``comfy_api.v0_0_2``).
+
+Only importable inside ComfyUI. Every node module lists its node classes in a module-level ``NODES`` tuple;
+:func:`all_nodes` collects them in menu order and :class:`ACEPlusExtension` hands them to ComfyUI.
+Node ids, once shipped, never change.
+"""
+
+from comfy_api.v0_0_2 import ComfyExtension, io
+
+
+def _node_modules() -> tuple:
+    # Add a node module here (explicit relative imports: ComfyUI imports this pack under a path-like name).
+    from . import conditioning
+
+    return (conditioning,)
+
+
+def all_nodes() -> list[type[io.ComfyNode]]:
+    nodes: list[type[io.ComfyNode]] = []
+    for module in _node_modules():
+        nodes.extend(module.NODES)
+    return nodes
+
+
+class ACEPlusExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return all_nodes()

