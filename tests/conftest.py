@@ -5,22 +5,86 @@ Tests that only need ``ace_plus_core`` do not touch these fixtures and never imp
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-for p in (REPO, REPO / "tools"):
+# Appended, not prepended: the repo's own `nodes/` package must never shadow ComfyUI's `nodes.py`.
+for p in (REPO / "tools", REPO):
     if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+        sys.path.append(str(p))
 
 TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"
+MODEL_FOLDERS = ("diffusion_models", "loras", "vae", "vae_approx", "text_encoders")
+
+
+def model_cache_dir() -> Path:
+    """Synthetic models are cached beside the host (reused across runs; tools/tiny_models.py keeps a manifest)."""
+    env = os.environ.get("ACE_TEST_MODELS")
+    if env:
+        return Path(env)
+    import comfy_host
+
+    return comfy_host.default_host_dir() / "test-models"
 
 
 @pytest.fixture(scope="session")
 def comfy_host(tmp_path_factory):
-    """ComfyUI booted once per test session (it keeps process-wide state), the pack loaded by its own loader."""
+    """ComfyUI booted once per test session (it keeps process-wide state), the pack loaded by its own loader.
+
+    The tiny test models need the TEST-ONLY detection patch in tests/tiny_flux_detection.py (ComfyUI hard-codes
+    24 heads x 128 for Flux); it leaves full-width models untouched.
+    """
     import comfy_host as host_module
 
-    return host_module.boot(tmp_path_factory.mktemp("comfy_base"), extra_custom_nodes=(TEST_NODES,))
+    host = host_module.boot(tmp_path_factory.mktemp("comfy_base"), extra_custom_nodes=(TEST_NODES,))
+    import tiny_flux_detection
+
+    tiny_flux_detection.install()
+    return host
+
+
+@pytest.fixture(scope="session")
+def tiny_models(comfy_host) -> dict[str, Path]:
+    """The synthetic model set (tools/tiny_models.py), registered in ComfyUI's model folders."""
+    import tiny_models as factory
+
+    paths = factory.build_model_set(model_cache_dir(), full=False)
+    root = model_cache_dir()
+    for folder in MODEL_FOLDERS:
+        comfy_host.add_model_dir(folder, root / folder)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def full_models(tiny_models) -> dict[str, Path]:
+    """Adds the full-width (hidden 3072) models that pass ComfyUI's unpatched detection (~0.8 GB each)."""
+    import tiny_models as factory
+
+    paths = factory.build_model_set(model_cache_dir(), full=True)
+    return paths
+
+
+@pytest.fixture
+def input_image(comfy_host):
+    """Writes an RGBA PNG into ComfyUI's input folder; alpha 0 marks the mask (LoadImage's MASK = 1 - alpha)."""
+    from PIL import Image
+
+    def make(name: str, width: int, height: int, hole: tuple[int, int, int, int] | None = None, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:height, 0:width]
+        rgb = np.stack([xx / max(width - 1, 1), yy / max(height - 1, 1), 0.5 + 0 * xx], -1)
+        rgb = np.clip(rgb + rng.normal(0, 0.05, rgb.shape), 0, 1)
+        alpha = np.ones((height, width))
+        if hole is not None:
+            top, left, h, w = hole
+            alpha[top : top + h, left : left + w] = 0
+        data = (np.concatenate([rgb, alpha[..., None]], -1) * 255).round().astype(np.uint8)
+        Image.fromarray(data, "RGBA").save(comfy_host.input_dir / name)
+        return name
+
+    return make

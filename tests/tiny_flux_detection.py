@@ -13,14 +13,24 @@ It replaces one module attribute for the test process only; the pack itself neve
 from __future__ import annotations
 
 _MARK = "_ace_plus_tiny_flux_detection"
+_ORIGINAL = None
+
+
+def original_detect_unet_config():
+    """ComfyUI's own, unpatched detection function (for tests that must not see the patch)."""
+    import comfy.model_detection as md
+
+    return _ORIGINAL or md.detect_unet_config
 
 
 def install() -> None:
     import comfy.model_detection as md
 
+    global _ORIGINAL
     original = md.detect_unet_config
     if getattr(original, _MARK, False):
         return
+    _ORIGINAL = original
 
     def detect_unet_config(state_dict, key_prefix, metadata=None):
         config = original(state_dict, key_prefix, metadata=metadata)

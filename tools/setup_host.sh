@@ -61,5 +61,11 @@ pip_ -r "$comfy/requirements.txt" requests
 # The pack itself is not installed: ComfyUI loads it from custom_nodes/. Only its test extra is.
 mapfile -t test_reqs < <("$venv/bin/python" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["test"]))' "$repo/pyproject.toml")
 pip_ "${test_reqs[@]}"
+# comfy-cli (for `comfy node validate`) lives in its own venv: its dependencies must not touch ComfyUI's.
+if [ ! -x "$host/cli-venv/bin/comfy" ]; then
+  echo "host: installing comfy-cli for registry validation"
+  python3 -m venv "$host/cli-venv"
+  "$host/cli-venv/bin/python" -m pip install --disable-pip-version-check -q comfy-cli==1.23.0
+fi
 touch "$host/.ready-$stamp_src"
 echo "host: ready at $host"

@@ -1,0 +1,82 @@
+"""The pack loads through ComfyUI's own custom-node loader, and the harness notices when it does not."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TOOLS = REPO / "tools"
+
+# Every node id this pack registers. Ids are a contract with saved workflows: add, never rename or remove.
+OFFICIAL_NODE_IDS = {
+    "ACEPlusLoader",
+    "ACEPlusConditioning",
+    "ACEPlusFFTProcessor",
+    "ACEPlusLoraProcessor",
+    "ACEPlusLoraConditioning",
+}
+EXPECTED_NODE_IDS = {"ACEPlusConditioning", "ACEPlusLoraConditioning"}
+
+
+def test_registered_node_ids(comfy_host):
+    ids = set(comfy_host.pack_node_ids())
+    assert ids == EXPECTED_NODE_IDS, f"registered: {sorted(ids)}"
+    assert ids & OFFICIAL_NODE_IDS == EXPECTED_NODE_IDS & OFFICIAL_NODE_IDS
+
+
+def test_every_node_has_description_and_tooltips(comfy_host):
+    for node_id in comfy_host.pack_node_ids():
+        cls = comfy_host.node_class_mappings[node_id]
+        schema = cls.GET_SCHEMA()
+        assert schema.description, f"{node_id} has no description"
+        assert schema.category.startswith("ACE++"), f"{node_id} is outside the ACE++ menu: {schema.category}"
+        for inp in schema.inputs:
+            assert inp.tooltip, f"{node_id}.{inp.id} has no tooltip"
+        for out in schema.outputs:
+            assert out.tooltip, f"{node_id} output {out.display_name} has no tooltip"
+
+
+def test_pack_imports_outside_comfyui_without_registering():
+    # A fresh interpreter without ComfyUI on the path: importing the pack as a package must work and register
+    # nothing (no comfy_entrypoint, no NODE_CLASS_MAPPINGS).
+    code = textwrap.dedent(
+        f"""
+        import importlib.util, sys
+        spec = importlib.util.spec_from_file_location("ace_pack", {str(REPO / "__init__.py")!r},
+                                                      submodule_search_locations=[{str(REPO)!r}])
+        mod = importlib.util.module_from_spec(spec); sys.modules["ace_pack"] = mod; spec.loader.exec_module(mod)
+        assert not hasattr(mod, "comfy_entrypoint") and not hasattr(mod, "NODE_CLASS_MAPPINGS")
+        assert "comfy" not in sys.modules
+        import ace_pack.ace_plus_core
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert result.returncode == 0, result.stderr
+
+
+def _boot_in_subprocess(pack: Path, base: Path) -> subprocess.CompletedProcess:
+    code = f"import sys; sys.path.insert(0, {str(TOOLS)!r}); import comfy_host; comfy_host.boot({str(base)!r}, pack_dir=__import__('pathlib').Path({str(pack)!r}))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_harness_fails_loudly_when_the_pack_does_not_import(tmp_path):
+    pack = tmp_path / "pack"
+    shutil.copytree(REPO, pack, ignore=shutil.ignore_patterns(".git", "tests", "__pycache__", "*.safetensors"))
+    init = pack / "nodes" / "__init__.py"
+    init.write_text("import ace_plus_dependency_that_does_not_exist  # noqa\n" + init.read_text())
+    broken = _boot_in_subprocess(pack, tmp_path / "base")
+    assert broken.returncode != 0
+    assert "ace_plus_dependency_that_does_not_exist" in broken.stderr
+    assert "failed to import a custom node" in broken.stderr
+
+
+def test_harness_boots_the_intact_copy(tmp_path):
+    # The control for the test above: the same copy, unbroken, boots.
+    pack = tmp_path / "pack"
+    shutil.copytree(REPO, pack, ignore=shutil.ignore_patterns(".git", "tests", "__pycache__", "*.safetensors"))
+    ok = _boot_in_subprocess(pack, tmp_path / "base")
+    assert ok.returncode == 0, ok.stderr[-3000:]
