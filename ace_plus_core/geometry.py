@@ -1,0 +1,316 @@
+"""Canvas geometry: where each part of an ACE++ canvas came from, and the arithmetic that sizes the canvas.
+
+One :class:`CanvasGeometry` per batch item records everything needed to cut the generated edit area out of a decoded
+canvas and put it back into the original edit image:
+
+```
+   canvas (canvas_w x canvas_h, multiples of 16)              original edit image (source_w x source_h)
+  +-----------+----------------------+---+                    +---------------------------+
+  | reference | edit area            | p |                    |     +---------------+     |
+  | strip     | (edit_w x edit_h,    | a |   edit area  <->   |     | crop box      |     |
+  | (ref_w    |  at x = edit_x0,     | d |   (scale_x,        |     | (crop_top,    |     |
+  |  columns) |  y = edit_y0)        |   |    scale_y)        |     |  crop_left,   |     |
+  |           +----------------------+---+                    |     |  crop_h x w)  |     |
+  |           | pad (pad_bottom rows)    |                    |     +---------------+     |
+  +-----------+--------------------------+                    +---------------------------+
+```
+
+* ``edit_x0`` is the exact first column of the edit area (``== ref_w``; 0 without a reference) and ``edit_y0`` is 0
+  in both layouts today; the box is stored in full so that later layouts need no new fields.
+* ``pad_right`` / ``pad_bottom`` (exact fit only) are the columns/rows of edge-replicated padding that follow the edit
+  area to reach multiples of 16; they are generated but not part of the result.
+* The crop box is in source pixels: today the centre crop that limits the aspect ratio to 4:1 (the whole image
+  otherwise); later, a box around the mask.
+* ``scale_y = edit_h / crop_h`` and ``scale_x = edit_w / crop_w``. In the official fit the edit area is a slice of a
+  canvas resampled as a whole (nearest-exact), so the scales are the canvas' ``rH / H`` and ``rW / W`` and the slice
+  maps back to the crop box to within one source pixel per canvas pixel; in the exact fit the mapping is exact.
+
+Everything is plain data (``dataclasses.asdict`` / :meth:`CanvasGeometry.from_dict` round-trip).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .resize import resize_bilinear_aa, resize_nearest_exact
+
+__all__ = [
+    "FITS",
+    "LAYOUTS",
+    "REFERENCE_MODES",
+    "TOKEN_PX",
+    "CanvasGeometry",
+    "ExactPlan",
+    "canvas_to_crop",
+    "official_canvas_size",
+    "official_reference_size",
+    "plan_exact",
+]
+
+#: Pixels per token side (VAE factor 8, then 2x2 patches).
+TOKEN_PX = 16
+LAYOUTS = ("lora", "fft")
+FITS = ("official", "exact")
+REFERENCE_MODES = ("resize_to_height", "keep_pixels_pad")
+
+
+@dataclass(frozen=True)
+class CanvasGeometry:
+    """Geometry of one canvas (one batch item). All sizes in pixels; boxes as documented in the module docstring."""
+
+    layout: str  #: "lora" or "fft"
+    fit: str  #: "official" (drop-in processors) or "exact" (canvas node)
+    canvas_h: int  #: final canvas height (multiple of 16)
+    canvas_w: int  #: final canvas width (multiple of 16)
+    ref_w: int  #: reference strip width in the final canvas (0 without reference)
+    edit_x0: int  #: first column of the edit area in the final canvas
+    edit_y0: int  #: first row of the edit area in the final canvas
+    edit_w: int  #: edit area width in the final canvas (padding excluded)
+    edit_h: int  #: edit area height in the final canvas (padding excluded)
+    pad_right: int  #: replicated columns right of the edit area (exact fit)
+    pad_bottom: int  #: replicated rows below the edit area (exact fit)
+    scale_x: float  #: edit_w / crop_w (official fit: canvas scale rW / W)
+    scale_y: float  #: edit_h / crop_h (official fit: canvas scale rH / H)
+    source_h: int  #: original edit image height (reference-only generation: the requested height)
+    source_w: int  #: original edit image width
+    crop_top: int  #: crop box in the source that the edit area represents
+    crop_left: int
+    crop_h: int
+    crop_w: int
+    reference_only: bool  #: True when there was no edit image (a blank edit area was generated)
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"geometry layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.fit not in FITS:
+            raise ValueError(f"geometry fit must be one of {FITS}, got {self.fit!r}")
+        ints = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.type == "int"}
+        bad = [k for k, v in ints.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0]
+        if bad:
+            raise ValueError(f"geometry fields must be non-negative integers: {', '.join(bad)}")
+        if self.edit_x0 + self.edit_w + self.pad_right > self.canvas_w:
+            raise ValueError("geometry edit area (with padding) extends past the canvas width")
+        if self.edit_y0 + self.edit_h + self.pad_bottom > self.canvas_h:
+            raise ValueError("geometry edit area (with padding) extends past the canvas height")
+        if self.crop_top + self.crop_h > self.source_h or self.crop_left + self.crop_w > self.source_w:
+            raise ValueError("geometry crop box extends past the source image")
+        if min(self.edit_w, self.edit_h, self.crop_w, self.crop_h) < 1:
+            raise ValueError("geometry edit area and crop box must be at least 1x1")
+
+    # ---------------------------------------------------------------- views
+    @property
+    def tokens(self) -> int:
+        """Image tokens of the canvas (one per 16x16 pixels)."""
+        return (self.canvas_h // TOKEN_PX) * (self.canvas_w // TOKEN_PX)
+
+    @property
+    def edit_box(self) -> tuple[int, int, int, int]:
+        """(x0, y0, w, h) of the edit area in the final canvas."""
+        return (self.edit_x0, self.edit_y0, self.edit_w, self.edit_h)
+
+    @property
+    def crop_box(self) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of the source region the edit area represents."""
+        return (self.crop_top, self.crop_left, self.crop_h, self.crop_w)
+
+    def edit_area_slice(self) -> tuple[slice, slice]:
+        """(rows, cols) slices of the edit area in the canvas: ``canvas[:, rows, cols]`` for ``[B, H, W, C]``."""
+        return (
+            slice(self.edit_y0, self.edit_y0 + self.edit_h),
+            slice(self.edit_x0, self.edit_x0 + self.edit_w),
+        )
+
+    def crop_slice(self) -> tuple[slice, slice]:
+        """(rows, cols) slices of the crop box in the source edit image."""
+        return (
+            slice(self.crop_top, self.crop_top + self.crop_h),
+            slice(self.crop_left, self.crop_left + self.crop_w),
+        )
+
+    def reference_slice(self) -> tuple[slice, slice]:
+        """(rows, cols) slices of the reference strip in the canvas (empty columns without a reference)."""
+        return (slice(0, self.canvas_h), slice(0, self.ref_w))
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CanvasGeometry:
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = names - set(data)
+        if missing:
+            raise ValueError(f"geometry is missing fields: {', '.join(sorted(missing))}")
+        return cls(**{k: data[k] for k in names})
+
+
+def canvas_to_crop(canvas: torch.Tensor, geometry: CanvasGeometry, *, is_mask: bool = False) -> torch.Tensor:
+    """Cut the edit area out of a (decoded) canvas and resize it to the crop box size.
+
+    ``canvas`` is a ComfyUI IMAGE ``[B, H, W, C]`` (or ``[H, W, C]``), or with ``is_mask`` a MASK ``[B, H, W]`` (or
+    ``[H, W]``), of the canvas size ``geometry.canvas_h x geometry.canvas_w``. Images are resized with antialiased
+    bilinear, masks with nearest-exact; when the edit area already has the crop size (exact fit, no downscaling)
+    the pixels are returned unchanged. Returns ``[B, crop_h, crop_w, C]`` (or ``[B, crop_h, crop_w]``).
+    """
+    batched = canvas.ndim == (3 if is_mask else 4)
+    x = canvas if batched else canvas.unsqueeze(0)
+    if x.ndim != (3 if is_mask else 4):
+        kind = "MASK [B, H, W]" if is_mask else "IMAGE [B, H, W, C]"
+        raise ValueError(f"expected a canvas {kind}, got shape {tuple(canvas.shape)}")
+    h, w = int(x.shape[1]), int(x.shape[2])
+    if (h, w) != (geometry.canvas_h, geometry.canvas_w):
+        raise ValueError(
+            f"the decoded canvas is {w}x{h} but its geometry describes a {geometry.canvas_w}x{geometry.canvas_h} "
+            "canvas; decode the latent that was made from this canvas (without upscaling it)."
+        )
+    rows, cols = geometry.edit_area_slice()
+    area = x[:, rows, cols]
+    size = (geometry.crop_h, geometry.crop_w)
+    if is_mask:
+        return resize_nearest_exact(area, size)
+    return resize_bilinear_aa(area.movedim(-1, 1), size).movedim(1, -1)
+
+
+# ==================================================================== sizing arithmetic
+
+
+def official_reference_size(
+    ref_hw: tuple[int, int], edit_h: int, reference_mode: str, keep_pixels_rate: float | None
+) -> tuple[int, int]:
+    """Size the official processors resize the reference to (before padding), with their exact float arithmetic.
+
+    ``resize_to_height`` (LoRA): ``(edit_h, int(W * (edit_h / H)))``. ``keep_pixels_pad`` (FFT): when
+    ``H >= keep_pixels_rate * edit_h``, ``tH = int(edit_h * rate)`` and ``(tH, int(W * (tH / H)))``; otherwise the
+    reference keeps its size (it is never enlarged) and is later padded to ``edit_h``.
+    """
+    H, W = ref_hw
+    if reference_mode == "resize_to_height":
+        return edit_h, int(W * (edit_h / H))
+    if reference_mode == "keep_pixels_pad":
+        if H >= keep_pixels_rate * edit_h:
+            tH = int(edit_h * keep_pixels_rate)
+            return tH, int(W * (tH / H)) if tH > 0 else 0
+        return H, W
+    raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {reference_mode!r}")
+
+
+def official_canvas_size(height: int, width: int, budget: float) -> tuple[int, int]:
+    """Official budget fit: ``scale = min(1, sqrt(budget / ((H/16)(W/16))))``, sides floored to multiples of 16.
+
+    ``budget`` is what the processor uses: ``max_seq_length`` for FFT, ``2 * max_seq_length`` for LoRA. May return
+    0 for a side (the caller reports that).
+    """
+    d = TOKEN_PX
+    scale = min(1.0, math.sqrt(budget / ((height / d) * (width / d))))
+    return int(height * scale) // d * d, int(width * scale) // d * d
+
+
+def _ceil16(n: int) -> int:
+    return -(-n // TOKEN_PX) * TOKEN_PX
+
+
+def _round_div(num: int, den: int) -> int:
+    """round(num / den) for non-negative integers, halves up, exactly."""
+    return (2 * num + den) // (2 * den)
+
+
+@dataclass(frozen=True)
+class ExactPlan:
+    """Sizes chosen by :func:`plan_exact` (content sizes, then the padded strips)."""
+
+    edit_h: int  #: edit content height in the canvas
+    edit_w: int  #: edit content width in the canvas
+    ref_h: int  #: reference content height after resizing (0 without reference)
+    ref_w: int  #: reference content width after resizing (0 without reference)
+    canvas_h: int  #: ceil16(edit_h)
+    ref_strip_w: int  #: ceil16(ref_w) (0 without reference)
+    edit_strip_w: int  #: ceil16(edit_w)
+
+    @property
+    def canvas_w(self) -> int:
+        return self.ref_strip_w + self.edit_strip_w
+
+    @property
+    def tokens(self) -> int:
+        return (self.canvas_h // TOKEN_PX) * (self.canvas_w // TOKEN_PX)
+
+
+def _exact_sizes(
+    h: int,
+    crop_hw: tuple[int, int],
+    ref_hw: tuple[int, int] | None,
+    reference_mode: str,
+    keep_pixels_rate: float | None,
+) -> ExactPlan:
+    ch, cw = crop_hw
+    w = max(1, _round_div(cw * h, ch))
+    rh = rw = 0
+    if ref_hw is not None:
+        Hr, Wr = ref_hw
+        if reference_mode == "resize_to_height":
+            rh = h
+        else:
+            # The official rule at the source scale (shrink to rate x edit height, never enlarge), then scaled with
+            # the edit area so the reference keeps its size relative to the edit image.
+            tH = int(ch * keep_pixels_rate) if Hr >= keep_pixels_rate * ch else Hr
+            rh = min(h, max(1, _round_div(tH * h, ch)))
+        rw = max(1, _round_div(Wr * rh, Hr))
+    return ExactPlan(
+        edit_h=h,
+        edit_w=w,
+        ref_h=rh,
+        ref_w=rw,
+        canvas_h=_ceil16(h),
+        ref_strip_w=_ceil16(rw) if ref_hw is not None else 0,
+        edit_strip_w=_ceil16(w),
+    )
+
+
+def plan_exact(
+    crop_hw: tuple[int, int],
+    ref_hw: tuple[int, int] | None,
+    reference_mode: str,
+    keep_pixels_rate: float | None,
+    max_image_tokens: float,
+) -> ExactPlan:
+    """Choose the exact-fit sizes: the largest edit height (never above the crop height) whose canvas fits the budget.
+
+    The edit area is the crop scaled by ``s = edit_h / crop_h`` (``edit_w = round(crop_w * s)``); the reference is
+    sized from the same ``edit_h`` (``resize_to_height``: its height; ``keep_pixels_pad``: the official
+    shrink-never-enlarge rule at the source scale, times ``s``); each strip is then padded to multiples of 16, and
+    ``canvas_h * canvas_w / 256 <= max_image_tokens``. Downscaling never takes an edit side below 16 px (or its
+    original size if smaller): a budget that would is a ``ValueError``.
+    """
+    ch, cw = crop_hw
+
+    def plan(h: int) -> ExactPlan:
+        return _exact_sizes(h, crop_hw, ref_hw, reference_mode, keep_pixels_rate)
+
+    full = plan(ch)
+    if full.tokens <= max_image_tokens:
+        return full
+    # Smallest acceptable edit height: both edit sides at least min(16, original side).
+    lo = min(16, ch)
+    while lo < ch and plan(lo).edit_w < min(16, cw):
+        lo += 1
+    smallest = plan(lo)
+    if smallest.tokens > max_image_tokens:
+        raise ValueError(
+            f"max_image_tokens={max_image_tokens:g} is too small: the smallest canvas that keeps the edit area at "
+            f"least 16 px ({smallest.canvas_w}x{smallest.canvas_h}) needs {smallest.tokens} tokens. Raise "
+            f"max_image_tokens to at least {smallest.tokens}."
+        )
+    # Tokens grow monotonically with the edit height: binary search the largest height that fits.
+    good, bad = lo, ch
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if plan(mid).tokens <= max_image_tokens:
+            good = mid
+        else:
+            bad = mid
+    return plan(good)
