@@ -10,9 +10,9 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 
 def _node_modules() -> tuple:
     # Add a node module here (explicit relative imports: ComfyUI imports this pack under a path-like name).
-    from . import conditioning
+    from . import canvas, conditioning, processors
 
-    return (conditioning,)
+    return (canvas, processors, conditioning)
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

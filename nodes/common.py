@@ -1,8 +1,28 @@
-"""Shared bits of the node layer: the menu root and custom socket types."""
+"""Shared bits of the node layer: the menu root, custom socket types and error translation."""
+
+from __future__ import annotations
+
+import contextlib
 
 from comfy_api.v0_0_2 import io
 
 CATEGORY = "ACE++"
 
-# Canvas geometry (per batch item) carried from the canvas node to the conditioning and stitch nodes.
+# Canvas geometry (a tuple of ace_plus_core.geometry.CanvasGeometry, one per batch item), carried from the canvas
+# node to the conditioning and cut-back/stitch nodes.
 Geometry = io.Custom("ACE_PLUS_GEOMETRY")
+
+TASK_TOOLTIP = (
+    "repainting: the masked area is blanked and generated from the prompt/reference. no_preprocess: the pixels "
+    "under the mask are guidance (a control image, a low-resolution image to refine). contour_repainting, "
+    "depth_repainting, recolorizing: guidance derived from the edit image (connect a control image)."
+)
+
+
+@contextlib.contextmanager
+def user_errors(task_input: str = "task_type"):
+    """Report core 'not available' conditions as ValueErrors that name the input to change or connect."""
+    try:
+        yield
+    except NotImplementedError as exc:
+        raise ValueError(f"{task_input}: {exc}") from exc

@@ -19,7 +19,14 @@ OFFICIAL_NODE_IDS = {
     "ACEPlusLoraProcessor",
     "ACEPlusLoraConditioning",
 }
-EXPECTED_NODE_IDS = {"ACEPlusConditioning", "ACEPlusLoraConditioning"}
+EXPECTED_NODE_IDS = {
+    "ACEPlusCanvas",
+    "ACEPlusCutBack",
+    "ACEPlusLoraProcessor",
+    "ACEPlusFFTProcessor",
+    "ACEPlusConditioning",
+    "ACEPlusLoraConditioning",
+}
 
 
 def test_registered_node_ids(comfy_host):

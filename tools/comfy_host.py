@@ -116,9 +116,29 @@ class ComfyHost:
         self._nodes = nodes
         self.folder_paths = folder_paths
         self.server = _HeadlessServer()
+        self._install_progress_hook()
         self.executor = execution.PromptExecutor(
             self.server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0}
         )
+
+    def _install_progress_hook(self) -> None:
+        """What main.py's hijack_progress does, minus previews: sampler steps become "progress" events."""
+        import comfy.utils
+        from comfy_execution.progress import get_progress_state
+        from comfy_execution.utils import get_executing_context
+
+        server = self.server
+
+        def hook(value, total, preview_image, prompt_id=None, node_id=None):
+            ctx = get_executing_context()
+            if node_id is None and ctx is not None:
+                node_id = ctx.node_id
+            if prompt_id is None and ctx is not None:
+                prompt_id = ctx.prompt_id
+            get_progress_state().update_progress(node_id, value, total, None)
+            server.send_sync("progress", {"value": value, "max": total, "prompt_id": prompt_id, "node": node_id})
+
+        comfy.utils.set_progress_bar_global_hook(hook)
 
     # --- registry ---------------------------------------------------------------------------------------
     @property

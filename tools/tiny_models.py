@@ -45,6 +45,7 @@ __all__ = [
     "FluxConfig",
     "TINY",
     "FULL_DETECTABLE",
+    "DEMO",
     "IN_CHANNELS_DEV",
     "IN_CHANNELS_FILL",
     "IN_CHANNELS_FFT",
@@ -189,6 +190,11 @@ FULL_DETECTABLE = FluxConfig(
     vec_in_dim=32,
     axes_dim=(16, 56, 56),
 )
+
+
+# What the headless runner substitutes for real FLUX weights: detectable without any patch, and with
+# CLIP-L-width text inputs (768) so the real CLIPLoader + CLIPTextEncode path feeds it. ~395M parameters.
+DEMO = dataclasses.replace(FULL_DETECTABLE, context_in_dim=768, vec_in_dim=768)
 
 
 def flux_param_shapes(cfg: FluxConfig) -> dict[str, tuple[int, ...]]:
@@ -563,7 +569,7 @@ def write_safetensors(
     return path
 
 
-def _recipes(full: bool) -> dict[str, tuple[str, object]]:
+def _recipes(full: bool, demo: bool = False) -> dict[str, tuple[str, object]]:
     """relative path -> (recipe string, zero-argument builder). The recipe string identifies the
     content; a cached file is reused only when its recipe (and FACTORY_VERSION) is unchanged."""
     fill = TINY.with_in_channels(IN_CHANNELS_FILL)
@@ -618,6 +624,9 @@ def _recipes(full: bool) -> dict[str, tuple[str, object]]:
         r["diffusion_models/full_ace_plus_fft.safetensors"] = flux(
             FULL_DETECTABLE.with_in_channels(IN_CHANNELS_FFT), 0, torch.bfloat16
         )
+    if demo:
+        r["diffusion_models/demo_flux_fill.safetensors"] = flux(DEMO.with_in_channels(IN_CHANNELS_FILL), 0, torch.bfloat16)
+        r["diffusion_models/demo_ace_plus_fft.safetensors"] = flux(DEMO.with_in_channels(IN_CHANNELS_FFT), 0, torch.bfloat16)
     return r
 
 
@@ -638,7 +647,7 @@ def _dir_lock(out_dir: Path):
 
 
 def build_model_set(
-    out_dir: str | os.PathLike, full: bool = False, force: bool = False, verbose: bool = False
+    out_dir: str | os.PathLike, full: bool = False, force: bool = False, verbose: bool = False, demo: bool = False
 ) -> dict[str, Path]:
     """Write the synthetic model set under ``out_dir`` in ComfyUI's folder names and return
     {file stem: path}. Files (relative to ``out_dir``)::
@@ -649,6 +658,8 @@ def build_model_set(
         diffusion_models/tiny_flux_dev.safetensors        TINY, in_channels 16 (img_in 64), fp32
         diffusion_models/full_flux_fill.safetensors       (full=True) FULL_DETECTABLE, 96, bf16, ~0.8 GB
         diffusion_models/full_ace_plus_fft.safetensors    (full=True) FULL_DETECTABLE, 112, bf16, ~0.8 GB
+        diffusion_models/demo_flux_fill.safetensors       (demo=True) DEMO (CLIP-L text widths), 96, bf16
+        diffusion_models/demo_ace_plus_fft.safetensors    (demo=True) DEMO, 112, bf16
         loras/tiny_fill_lora_kohya.safetensors            kohya, Fill base, rank 4, seed 1
         loras/tiny_fill_lora_peft.safetensors             peft, same numbers as the kohya one
         loras/tiny_fft_lora_peft.safetensors              peft, FFT base (448-wide img_in adapter)
@@ -676,7 +687,7 @@ def build_model_set(
             manifest = {"factory_version": FACTORY_VERSION, "files": {}}
         files = manifest.setdefault("files", {})
 
-        for rel, (recipe, build) in _recipes(full).items():
+        for rel, (recipe, build) in _recipes(full, demo).items():
             path = out / rel
             entry = files.get(rel)
             cached = (

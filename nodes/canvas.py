@@ -1,0 +1,126 @@
+"""The ACE++ canvas node (new graphs) and the node that cuts the generated area back out of the decoded canvas."""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.v0_0_2 import io
+
+from ..ace_plus_core import canvas as core
+from ..ace_plus_core.geometry import canvas_to_crop
+from .common import CATEGORY, TASK_TOOLTIP, Geometry, user_errors
+
+REFERENCE_MODES = ("auto", "resize_to_height", "keep_pixels_pad")
+_AUTO_REFERENCE_MODE = {"lora": "resize_to_height", "fft": "keep_pixels_pad"}
+
+
+class ACEPlusCanvas(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ACEPlusCanvas",
+            display_name="ACE++ Canvas",
+            category=CATEGORY,
+            description=(
+                "Lays out the ACE++ canvas: optional reference on the left, the edit image (or a blank area for "
+                "reference-only generation) on the right, one mask, fitted to a budget of image tokens (16x16 px "
+                "each). When nothing needs downscaling the edit pixels are kept as they are (padded to a multiple "
+                "of 16, never resampled). The geometry output lets 'ACE++ Cut Back' return the result at the edit "
+                "image's own size."
+            ),
+            inputs=[
+                io.Combo.Input("layout", options=["lora", "fft"], default="lora",
+                               tooltip="lora: FLUX.1-Fill + an ACE++ LoRA (one canvas image). fft: the ACE++ FFT "
+                                       "model (UC and C images)."),
+                io.Combo.Input("task", options=list(core.TASKS), tooltip=TASK_TOOLTIP),
+                io.Combo.Input("reference_mode", options=list(REFERENCE_MODES), default="auto",
+                               tooltip="How the reference is sized: resize_to_height (what the LoRA models were "
+                                       "trained on), keep_pixels_pad (FFT: shrink only above keep_pixels_rate, pad), "
+                                       "auto: the layout's own."),
+                io.Int.Input("max_image_tokens", default=4096, min=64, max=65536, step=16,
+                             tooltip="Image tokens of the whole canvas (reference + edit area), one per 16x16 "
+                                     "pixels; sampling time grows with it. 4096 is a 1024x1024 canvas."),
+                io.Float.Input("keep_pixels_rate", default=0.8, min=0.01, max=1.0, step=0.01,
+                               tooltip="keep_pixels_pad only: largest reference height as a fraction of the edit "
+                                       "height."),
+                io.Int.Input("width", default=1024, min=16, max=8192, step=16,
+                             tooltip="Width of the generated area when there is no edit_image."),
+                io.Int.Input("height", default=1024, min=16, max=8192, step=16,
+                             tooltip="Height of the generated area when there is no edit_image."),
+                io.Image.Input("reference_image", optional=True,
+                               tooltip="Reference (face, object, logo, garment) placed left of the edit area."),
+                io.Image.Input("edit_image", optional=True,
+                               tooltip="Image to edit. Leave empty for reference-only generation."),
+                io.Mask.Input("edit_mask", optional=True,
+                              tooltip="1 where the edit image changes. Empty or LoadImage's 64x64 placeholder: "
+                                      "edit everything."),
+                io.Image.Input("control_image", optional=True,
+                               tooltip="Guidance under the mask for no_preprocess and the control tasks (a line "
+                                       "drawing, depth map, grayscale image, e.g. from a preprocessor node)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="canvas",
+                                tooltip="LoRA layout: the conditioning image. FFT: the canvas before the UC/C split."),
+                io.Image.Output(display_name="uc_image", tooltip="FFT: canvas with the masked area gray."),
+                io.Image.Output(display_name="c_image", tooltip="FFT: gray except the guidance under the mask."),
+                io.Mask.Output(display_name="mask", tooltip="1 where the canvas is generated, 0 over the reference."),
+                Geometry.Output(display_name="geometry",
+                                tooltip="Where the edit area lies in the canvas, per batch item: connect to "
+                                        "ACE++ Cut Back."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, keep_pixels_rate=None, max_image_tokens=None) -> bool | str:
+        if keep_pixels_rate is not None and not (0.0 < keep_pixels_rate <= 1.0):
+            return f"keep_pixels_rate must be in (0, 1]; got {keep_pixels_rate}."
+        if max_image_tokens is not None and max_image_tokens < 1:
+            return f"max_image_tokens must be positive; got {max_image_tokens}."
+        return True
+
+    @classmethod
+    def execute(cls, layout, task, reference_mode, max_image_tokens, keep_pixels_rate, width, height,
+                reference_image=None, edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
+        mode = _AUTO_REFERENCE_MODE[layout] if reference_mode == "auto" else reference_mode
+        with user_errors("task"):
+            r = core.build_canvas(layout, task, mode, reference_image, edit_image, edit_mask, max_image_tokens,
+                                  keep_pixels_rate, height, width, guidance=control_image, fit="exact")
+        uc = r.uc_image if r.uc_image is not None else r.image
+        c = r.c_image if r.c_image is not None else r.image
+        return io.NodeOutput(r.image, uc, c, r.mask, r.geometry)
+
+
+class ACEPlusCutBack(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ACEPlusCutBack",
+            display_name="ACE++ Cut Back",
+            category=CATEGORY,
+            description=(
+                "Cuts the generated edit area out of the decoded canvas at its exact boundary (no reference strip, "
+                "no lost columns) and scales it back to the size it had in the edit image."
+            ),
+            inputs=[
+                io.Image.Input("image", tooltip="The decoded canvas (VAE Decode of the sampled latent)."),
+                Geometry.Input("geometry", tooltip="The geometry output of the ACE++ Canvas that made this canvas."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image",
+                                tooltip="The generated area at the edit image's size (after any 4:1 crop)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, geometry) -> io.NodeOutput:
+        if image.shape[0] != len(geometry):
+            raise ValueError(
+                f"image has a batch of {image.shape[0]} but geometry describes {len(geometry)} canvases; decode the "
+                "latent made from the same ACE++ Canvas."
+            )
+        parts = [canvas_to_crop(image[i : i + 1], g) for i, g in enumerate(geometry)]
+        if len({p.shape for p in parts}) != 1:
+            raise ValueError("the batch items were cut back to different sizes; run them one at a time")
+        return io.NodeOutput(torch.cat(parts, dim=0))
+
+
+NODES = (ACEPlusCanvas, ACEPlusCutBack)

@@ -1,0 +1,150 @@
+"""The canvas nodes inside real ComfyUI graphs: drop-in processors with their official wiring, the new canvas
+node with Cut Back, and errors surfaced before the run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from graphs import Graph, clip_l_text, sampler
+from PIL import Image
+
+from tools_images import solid_png
+
+
+@pytest.fixture
+def probe(comfy_host):
+    return comfy_host.node_class_mappings["ACEPlusTestOnlyProbe"].RECORDED.__getitem__
+
+
+def _official_lora_graph(ref: str, edit: str, *, max_seq_length: int = 1024) -> tuple[dict, dict]:
+    """The official LoRA reference-editing wiring (MaskPreview+ dropped), tiny models in place of real ones."""
+    g = Graph()
+    model = g.add("UNETLoader", unet_name="tiny_flux_fill.safetensors", weight_dtype="default")
+    text = clip_l_text(g, "The logo is printed on the headphones.")
+    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    ref_img = g.add("LoadImage", image=ref)
+    edit_img = g.add("LoadImage", image=edit)
+    proc = g.add("ACEPlusLoraProcessor", use_reference=True, height=1024, width=1024, task_type="repainting",
+                 max_seq_length=max_seq_length, reference_image=ref_img[0], edit_image=edit_img[0],
+                 edit_mask=edit_img[1])
+    cond = g.add("ACEPlusLoraConditioning", positive=text[0], negative=text[0], vae=vae[0], pixels=proc[0],
+                 mask=proc[1], noise_mask=True)
+    diff = g.add("DifferentialDiffusion", model=model[0])
+    samples = sampler(g, diff[0], cond[0], cond[1], cond[2])
+    decoded = g.add("VAEDecode", samples=samples[0], vae=vae[0])
+    crop = g.add("ImageCrop", image=decoded[0], width=proc[3], height=proc[2], x=proc[4], y=0)
+    g.add("ACEPlusTestOnlyProbe", label="canvas", image=proc[0])
+    g.add("ACEPlusTestOnlyProbe", label="mask", mask=proc[1])
+    g.add("ACEPlusTestOnlyProbe", label="decoded", image=decoded[0])
+    g.add("ACEPlusTestOnlyProbe", label="cropped", image=crop[0])
+    return g.prompt(), {"proc": proc.id}
+
+
+def test_official_lora_wiring_crops_at_the_true_boundary(comfy_host, tiny_models, probe):
+    ref = solid_png(comfy_host.input_dir / "ref_red.png", 200, 300, (255, 0, 0))
+    edit = solid_png(comfy_host.input_dir / "edit_blue.png", 333, 517, (0, 0, 255), hole=(100, 100, 150, 200))
+    prompt, ids = _official_lora_graph(ref, edit)
+    comfy_host.run(prompt)
+    canvas, mask = probe("canvas"), probe("mask")
+    assert canvas.shape[1] % 16 == 0 and canvas.shape[2] % 16 == 0
+    assert canvas.shape[1] * canvas.shape[2] // 256 <= 2 * 1024  # the official LoRA budget is 2 x max_seq_length
+    # The reference strip is red, the edit area blue (or 0.5 gray where repainted); find the boundary in the canvas.
+    red_cols = (canvas[0, :, :, 0] > 0.9).all(dim=0)
+    slice_w = int(red_cols.sum())
+    assert red_cols[:slice_w].all() and not red_cols[slice_w:].any()
+    assert (mask[0, :, :slice_w] == 0).all()
+    # ImageCrop(x=SLICE_W) on the decoded canvas keeps exactly the columns from the boundary on.
+    decoded, cropped = probe("decoded"), probe("cropped")
+    assert cropped.shape[2] == decoded.shape[2] - slice_w
+    assert torch.equal(cropped, decoded[:, : cropped.shape[1], slice_w:])
+
+
+def test_fft_processor_and_conditioning_run(comfy_host, tiny_models, probe):
+    ref = solid_png(comfy_host.input_dir / "fft_ref.png", 160, 240, (0, 255, 0))
+    edit = solid_png(comfy_host.input_dir / "fft_edit.png", 300, 200, (0, 0, 255), hole=(40, 50, 100, 80))
+    g = Graph()
+    model = g.add("UNETLoader", unet_name="tiny_ace_plus_fft.safetensors", weight_dtype="default")
+    text = clip_l_text(g, "Maintain the facial features, a person in a red coat.")
+    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    ref_img = g.add("LoadImage", image=ref)
+    edit_img = g.add("LoadImage", image=edit)
+    proc = g.add("ACEPlusFFTProcessor", use_reference=True, height=1024, width=1024, task_type="repainting",
+                 keep_pixels_rate=0.8, max_seq_length=1024, reference_image=ref_img[0], edit_image=edit_img[0],
+                 edit_mask=edit_img[1])
+    cond = g.add("ACEPlusConditioning", positive=text[0], negative=text[0], vae=vae[0], ucpixels=proc[0],
+                 cpixels=proc[1], mask=proc[2], noise_mask=True)
+    samples = sampler(g, model[0], cond[0], cond[1], cond[2])
+    decoded = g.add("VAEDecode", samples=samples[0], vae=vae[0])
+    g.add("ACEPlusTestOnlyProbe", label="fft_uc", image=proc[0])
+    g.add("ACEPlusTestOnlyProbe", label="fft_c", image=proc[1])
+    g.add("ACEPlusTestOnlyProbe", label="fft_out", image=decoded[0])
+    comfy_host.run(g.prompt())
+    uc, c, out = probe("fft_uc"), probe("fft_c"), probe("fft_out")
+    assert uc.shape == c.shape == out.shape
+    assert uc.shape[1] * uc.shape[2] // 256 <= 1024
+    assert torch.isfinite(out).all()
+
+
+def test_canvas_node_and_cut_back_return_the_edit_size(comfy_host, tiny_models, probe):
+    ref = solid_png(comfy_host.input_dir / "cv_ref.png", 120, 150, (255, 255, 0))
+    edit = solid_png(comfy_host.input_dir / "cv_edit.png", 181, 143, (0, 128, 255), hole=(30, 40, 60, 70))
+    g = Graph()
+    model = g.add("UNETLoader", unet_name="tiny_flux_fill.safetensors", weight_dtype="default")
+    text = clip_l_text(g, "a yellow star")
+    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    ref_img = g.add("LoadImage", image=ref)
+    edit_img = g.add("LoadImage", image=edit)
+    cv = g.add("ACEPlusCanvas", layout="lora", task="repainting", reference_mode="auto", max_image_tokens=4096,
+               keep_pixels_rate=0.8, width=1024, height=1024, reference_image=ref_img[0], edit_image=edit_img[0],
+               edit_mask=edit_img[1])
+    cond = g.add("ACEPlusLoraConditioning", positive=text[0], negative=text[0], vae=vae[0], pixels=cv[0],
+                 mask=cv[3], noise_mask=True)
+    samples = sampler(g, model[0], cond[0], cond[1], cond[2])
+    decoded = g.add("VAEDecode", samples=samples[0], vae=vae[0])
+    back = g.add("ACEPlusCutBack", image=decoded[0], geometry=cv[4])
+    g.add("ACEPlusTestOnlyProbe", label="cv_canvas", image=cv[0])
+    g.add("ACEPlusTestOnlyProbe", label="cv_back", image=back[0])
+    comfy_host.run(g.prompt())
+    canvas, back_img = probe("cv_canvas"), probe("cv_back")
+    assert canvas.shape[1] % 16 == 0 and canvas.shape[2] % 16 == 0
+    assert back_img.shape == (1, 143, 181, 3)  # height x width of the edit image
+    # At scale 1 the edit pixels are kept, not resampled: the unmasked edit color is in the canvas unchanged.
+    src = torch.from_numpy(np.asarray(Image.open(comfy_host.input_dir / edit))[..., :3] / 255.0).float()
+    assert (canvas[0] - src[0, 0]).abs().sum(-1).lt(1e-6).sum() >= (181 * 143 - 60 * 70)
+
+
+@pytest.mark.parametrize(
+    ("node", "widgets", "needle"),
+    [
+        ("ACEPlusFFTProcessor", {"keep_pixels_rate": 0.0}, "keep_pixels_rate"),
+        ("ACEPlusCanvas", {"keep_pixels_rate": 0.0}, "keep_pixels_rate"),
+    ],
+)
+def test_bad_widget_values_fail_validation_before_the_run(comfy_host, node, widgets, needle):
+    from comfy_host import GraphError
+
+    base = {
+        "ACEPlusFFTProcessor": dict(use_reference=True, height=512, width=512, task_type="repainting",
+                                    keep_pixels_rate=0.8, max_seq_length=1024),
+        "ACEPlusCanvas": dict(layout="fft", task="repainting", reference_mode="auto", max_image_tokens=1024,
+                              keep_pixels_rate=0.8, width=512, height=512),
+    }[node]
+    g = Graph()
+    n = g.add(node, **{**base, **widgets})
+    g.add("ACEPlusTestOnlyProbe", label="unused", image=n[0])
+    with pytest.raises(GraphError) as err:
+        comfy_host.validate(g.prompt())
+    assert needle in str(err.value)
+
+
+def test_aspect_beyond_4_to_1_runs_instead_of_crashing(comfy_host, tiny_models, probe):
+    edit = solid_png(comfy_host.input_dir / "strip.png", 900, 100, (10, 200, 30), hole=(20, 400, 50, 100))
+    g = Graph()
+    img = g.add("LoadImage", image=edit)
+    proc = g.add("ACEPlusLoraProcessor", use_reference=False, height=1024, width=1024, task_type="repainting",
+                 max_seq_length=1024, edit_image=img[0], edit_mask=img[1])
+    g.add("ACEPlusTestOnlyProbe", label="strip", image=proc[0])
+    comfy_host.run(g.prompt())
+    out = probe("strip")
+    assert out.shape[2] <= 4 * out.shape[1] + 16
