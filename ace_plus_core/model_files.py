@@ -1,0 +1,380 @@
+"""Inspecting model files without loading them: safetensors headers, Flux layouts, LoRA adapters (pure Python).
+
+A safetensors file is ``u64 little-endian N`` + ``N`` bytes of JSON (tensor name -> dtype, shape, data offsets
+into the data section, plus an optional ``__metadata__`` string map) + the data section. :func:`read_header`
+parses that by hand, reading at most the header, and reports truncated or corrupt files with a message that
+says what is wrong and what to do, before any loader touches the tensors.
+
+:func:`classify_diffusion_model` tells the Flux layouts apart by the width of ``img_in`` (features per 2x2
+latent patch): 64 FLUX.1-dev, 384 FLUX.1-Fill (what ACE++ LoRAs patch), 448 ACE++ FFT.
+:func:`inspect_lora` tells which width an ACE++ LoRA's ``img_in`` adapter expects and in which key format it is.
+
+Never imports ComfyUI or torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# safetensors' own limit on the JSON header (its Rust reader refuses larger ones).
+MAX_HEADER_BYTES = 100_000_000
+
+PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pt2")
+SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
+
+# Bytes per element of every safetensors dtype whose size is a whole number of bytes.
+DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "F64": 8,
+    "I64": 8,
+    "U64": 8,
+}
+FP8_DTYPES = frozenset({"F8_E4M3", "F8_E5M2", "F8_E8M0"})
+
+# Flux layouts by img_in width (in_channels x 2 x 2).
+LAYOUT_DEV = "dev"
+LAYOUT_FILL = "fill"
+LAYOUT_FFT = "fft"
+IMG_IN_FEATURES = {LAYOUT_DEV: 64, LAYOUT_FILL: 384, LAYOUT_FFT: 448}
+LAYOUT_BY_FEATURES = {v: k for k, v in IMG_IN_FEATURES.items()}
+LAYOUT_NAMES = {
+    LAYOUT_DEV: "FLUX.1-dev (img_in 64: noise only, no image conditioning)",
+    LAYOUT_FILL: "FLUX.1-Fill (img_in 384: noise | image latent | mask)",
+    LAYOUT_FFT: "ACE++ FFT (img_in 448: noise | UC latent | C latent | mask)",
+}
+
+# Prefixes under which a checkpoint or a converted file keeps the diffusion model.
+MODEL_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "")
+_IMG_IN_NAMES = ("img_in.weight", "x_embedder.weight")  # ComfyUI/BFL layout, diffusers layout
+
+
+# --------------------------------------------------------------------------------------------------
+# safetensors header
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str
+    shape: tuple[int, ...]
+    data_offsets: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    path: str
+    file_size: int
+    header_size: int
+    tensors: Mapping[str, TensorInfo]
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    def dtype_counts(self) -> dict[str, int]:
+        """safetensors dtype -> number of elements stored in it."""
+        counts: Counter = Counter()
+        for t in self.tensors.values():
+            counts[t.dtype] += _numel(t.shape)
+        return dict(counts)
+
+
+def _numel(shape: Iterable[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def check_not_pickle(path: str | os.PathLike, input_name: str = "file") -> None:
+    """Refuse pickle-based formats by extension: loading them can run arbitrary code."""
+    name = os.path.basename(str(path))
+    if name.lower().endswith(PICKLE_EXTENSIONS):
+        raise ValueError(
+            f"{input_name}: {name} is a pickle file ({os.path.splitext(name)[1]}); pickle files can run code; "
+            "convert to .safetensors (or download the .safetensors release) and select that file instead."
+        )
+
+
+def read_header(
+    path: str | os.PathLike, input_name: str = "file", max_header_bytes: int = MAX_HEADER_BYTES
+) -> SafetensorsHeader:
+    """Parse a safetensors header (reads 8 + N bytes, never the tensors) and check it against the file size.
+
+    Raises a plain ``ValueError`` (ComfyUI shows its type and message) naming the input, the file, the problem
+    and the fix, for pickle extensions, files shorter than their header, headers that are not JSON (not a
+    safetensors file), malformed entries, and tensors whose data lies beyond the end of the file (an interrupted
+    download).
+    """
+    check_not_pickle(path, input_name)
+    p = Path(path)
+    name = p.name
+    redownload = "the file is truncated or corrupt: download or copy it again"
+    try:
+        file_size = p.stat().st_size
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise ValueError(
+                    f"{input_name}: {name} is {file_size} bytes, shorter than the 8-byte length that starts a "
+                    f"safetensors file; {redownload}."
+                )
+            (n,) = struct.unpack("<Q", head)
+            if n > max_header_bytes:
+                raise ValueError(
+                    f"{input_name}: {name} does not start like a safetensors file (it announces a "
+                    f"{n}-byte header, more than the {max_header_bytes} allowed); it is corrupt or another "
+                    "format (.ckpt/.pt/.gguf renamed?). Use a .safetensors file."
+                )
+            if 8 + n > file_size:
+                raise ValueError(
+                    f"{input_name}: {name} is {file_size} bytes but its header alone needs {8 + n}; {redownload}."
+                )
+            raw = fh.read(n)
+    except OSError as e:
+        raise ValueError(f"{input_name}: cannot read {name}: {e}") from e
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(
+            f"{input_name}: {name} has a header that is not JSON ({e.__class__.__name__}); it is not a "
+            f"safetensors file or {redownload}."
+        ) from e
+    if not isinstance(header, dict):
+        raise ValueError(f"{input_name}: {name} has a header that is not a JSON object; {redownload}.")
+
+    data_size = file_size - 8 - n
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{input_name}: {name} has a malformed __metadata__ entry; {redownload}.")
+    tensors: dict[str, TensorInfo] = {}
+    for key, entry in header.items():
+        try:
+            dtype = str(entry["dtype"])
+            shape = tuple(int(d) for d in entry["shape"])
+            begin, end = (int(o) for o in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"{input_name}: {name} has a malformed header entry for tensor {key!r}; {redownload}."
+            ) from e
+        if begin < 0 or end < begin or any(d < 0 for d in shape):
+            raise ValueError(f"{input_name}: {name} has invalid offsets or shape for tensor {key!r}; {redownload}.")
+        if end > data_size:
+            raise ValueError(
+                f"{input_name}: {name} is truncated: tensor {key!r} ends at data byte {end} but the file holds "
+                f"only {data_size} data bytes ({file_size} bytes in all); {redownload}."
+            )
+        size = DTYPE_BYTES.get(dtype)
+        if size is not None and end - begin != size * _numel(shape):
+            raise ValueError(
+                f"{input_name}: {name} is corrupt: tensor {key!r} ({dtype} {list(shape)}) should take "
+                f"{size * _numel(shape)} bytes but its offsets span {end - begin}; {redownload}."
+            )
+        tensors[key] = TensorInfo(dtype, shape, (begin, end))
+    return SafetensorsHeader(str(p), file_size, n, tensors, {str(k): str(v) for k, v in metadata.items()})
+
+
+# --------------------------------------------------------------------------------------------------
+# Diffusion models
+# --------------------------------------------------------------------------------------------------
+
+
+def guess_architecture(keys: Iterable[str]) -> str | None:
+    """A short human name for what a non-Flux state dict looks like (best effort), or None."""
+    keys = list(keys)
+    ks = set(keys)
+
+    def has(fragment: str) -> bool:
+        return any(fragment in k for k in keys)
+
+    if (
+        any(k.startswith(("lora_unet_", "lora_te", "lora_transformer_")) for k in keys)
+        or has(".lora_A.")
+        or has(".lora_down.")
+    ):
+        return "a LoRA (load it with a LoRA loader)"
+    if has("input_blocks.") and has("middle_block."):
+        if any(k.endswith("label_emb.0.0.weight") for k in keys):
+            return "an SDXL UNet"
+        return "a Stable Diffusion 1.x/2.x UNet"
+    if has("joint_blocks."):
+        return "an SD3 MMDiT"
+    if has("double_stream_modulation_img") or has("double_stream_modulation"):
+        return "a FLUX.2 transformer"
+    if (has("encoder.down.") and has("decoder.up.")) or has("taesd_encoder.") or has("decoder.conv_in."):
+        return "a VAE"
+    if has("text_model.encoder.layers.") or (has("encoder.block.") and has("shared.weight")):
+        return "a text encoder (CLIP/T5)"
+    if has("transformer_blocks."):
+        return "a diffusion transformer of another family"
+    if "scaled_fp8" in ks:
+        return "an fp8-scaled model of an unknown family"
+    return None
+
+
+@dataclass(frozen=True)
+class DiffusionModelInfo:
+    """What a diffusion-model file holds, read from its header."""
+
+    name: str
+    img_in_key: str | None
+    img_in_features: int | None
+    layout: str | None  # LAYOUT_DEV / LAYOUT_FILL / LAYOUT_FFT, None when img_in is absent or of another width
+    dtype_counts: Mapping[str, int]
+    looks_like: str | None  # for non-Flux files
+
+    @property
+    def is_flux(self) -> bool:
+        return self.img_in_features is not None
+
+    @property
+    def fp8(self) -> bool:
+        return any(d in FP8_DTYPES for d in self.dtype_counts)
+
+    @property
+    def main_dtype(self) -> str | None:
+        """The dtype holding the most elements (how ComfyUI decides a file's weight dtype)."""
+        return max(self.dtype_counts, key=self.dtype_counts.get) if self.dtype_counts else None
+
+    def describe(self) -> str:
+        if self.layout is not None:
+            what = LAYOUT_NAMES[self.layout]
+        elif self.img_in_features is not None:
+            what = f"a Flux-like model whose img_in takes {self.img_in_features} features"
+        else:
+            what = f"not a Flux diffusion model ({self.looks_like or 'no img_in weight found'})"
+        dtypes = ", ".join(f"{d}" for d in sorted(self.dtype_counts, key=lambda d: -self.dtype_counts[d]))
+        return f"{self.name}: {what}; weights {dtypes or 'none'}"
+
+
+def find_img_in(tensors: Mapping[str, TensorInfo]) -> str | None:
+    for prefix in MODEL_PREFIXES:
+        for base in _IMG_IN_NAMES:
+            key = prefix + base
+            if key in tensors and len(tensors[key].shape) == 2:
+                return key
+    return None
+
+
+def classify_diffusion_model(header: SafetensorsHeader) -> DiffusionModelInfo:
+    key = find_img_in(header.tensors)
+    features = header.tensors[key].shape[1] if key is not None else None
+    return DiffusionModelInfo(
+        name=header.name,
+        img_in_key=key,
+        img_in_features=features,
+        layout=LAYOUT_BY_FEATURES.get(features) if features is not None else None,
+        dtype_counts=header.dtype_counts(),
+        looks_like=None if key is not None else guess_architecture(header.tensors),
+    )
+
+
+def layout_for_features(features: int | None) -> str | None:
+    return LAYOUT_BY_FEATURES.get(features) if features is not None else None
+
+
+# --------------------------------------------------------------------------------------------------
+# LoRAs
+# --------------------------------------------------------------------------------------------------
+
+# The down/A matrix ([rank, in_features]) in every key layout ComfyUI's LoRA loader reads.
+_DOWN_SUFFIXES = (
+    ".lora_down.weight",
+    ".lora_A.weight",
+    ".lora_A.default.weight",
+    ".lora.down.weight",
+    "_lora.down.weight",
+    ".lora_linear_layer.down.weight",
+    ".lora_A",
+)
+_IMG_IN_MODULES = ("img_in", "x_embedder")
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    name: str
+    key_format: str  # "kohya", "comfyui" (diffusion_model.*.lora_A/B), "diffusers", "peft", "unknown"
+    modules: int  # number of adapted modules (down/A matrices)
+    img_in_features: int | None  # in-features of the img_in adapter, None when img_in is not adapted
+    looks_like: str | None  # for LoRAs that are not for Flux
+
+    @property
+    def expected_layout(self) -> str | None:
+        return layout_for_features(self.img_in_features)
+
+    def describe(self) -> str:
+        if self.img_in_features is None:
+            target = "does not adapt img_in"
+        elif self.expected_layout is not None:
+            target = f"img_in adapter {self.img_in_features} wide, for {LAYOUT_NAMES[self.expected_layout]}"
+        else:
+            target = f"img_in adapter {self.img_in_features} wide"
+        extra = f"; looks like {self.looks_like}" if self.looks_like else ""
+        return f"{self.name}: {self.key_format} keys, {self.modules} modules, {target}{extra}"
+
+
+def _module_of(key: str) -> str | None:
+    for suffix in _DOWN_SUFFIXES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return None
+
+
+def _lora_key_format(modules: list[str]) -> str:
+    if not modules:
+        return "unknown"
+    if all(m.startswith(("lora_unet_", "lora_transformer_", "lora_te")) for m in modules):
+        return "kohya"
+    if all(m.startswith("diffusion_model.") for m in modules):
+        return "comfyui"
+    if all(m.startswith(("transformer.", "unet.")) for m in modules):
+        return "diffusers"
+    if all(m.startswith("base_model.model.") for m in modules):
+        return "peft"
+    return "mixed"
+
+
+def inspect_lora(header: SafetensorsHeader) -> LoraInfo:
+    """Key format of a LoRA and the width its ``img_in`` adapter expects (384 Fill, 448 FFT)."""
+    modules: dict[str, TensorInfo] = {}
+    for key, info in header.tensors.items():
+        module = _module_of(key)
+        if module is not None:
+            modules[module] = info
+    img_in = None
+    for module, info in modules.items():
+        flat = module.replace(".", "_")
+        if any(flat == m or flat.endswith(f"_{m}") for m in _IMG_IN_MODULES):
+            if len(info.shape) >= 2:
+                img_in = info.shape[1]
+                break
+    names = sorted(modules)
+    unet = ("input_blocks", "output_blocks", "middle_block", "down_blocks", "up_blocks", "mid_block")
+    flux = ("double_blocks", "single_blocks", "img_in", "x_embedder", "transformer_blocks")
+    looks_like = None
+    if any(s in m for m in names for s in unet):
+        looks_like = "a LoRA for a Stable Diffusion / SDXL UNet"
+    elif names and all(m.startswith("lora_te") for m in names):
+        looks_like = "a text-encoder-only LoRA"
+    elif names and not any(s in m for m in names for s in flux):
+        looks_like = "a LoRA for another architecture"
+    return LoraInfo(header.name, _lora_key_format(names), len(modules), img_in, looks_like)
