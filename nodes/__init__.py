@@ -10,9 +10,9 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 
 def _node_modules() -> tuple:
     # Add a node module here (explicit relative imports: ComfyUI imports this pack under a path-like name).
-    from . import canvas, conditioning, processors
+    from . import canvas, conditioning, models, processors
 
-    return (canvas, processors, conditioning)
+    return (models, canvas, processors, conditioning)
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

@@ -26,6 +26,9 @@ EXPECTED_NODE_IDS = {
     "ACEPlusFFTProcessor",
     "ACEPlusConditioning",
     "ACEPlusLoraConditioning",
+    "ACEPlusLoader",
+    "ACEPlusModelPatch",
+    "ACEPlusLoraLoader",
 }
 
 

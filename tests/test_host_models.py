@@ -1,0 +1,417 @@
+"""Issue 4 through ComfyUI's real executor: ACE++ FFT loading (fp8, dtypes, no global registry), the prepare and
+LoRA nodes, bad files, and the FFT model input layout against an independent float64 construction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from comfy_host import GraphError
+from graphs import Graph, sampler
+from PIL import Image
+
+W, H = 96, 80  # non-square: a height/width swap shows
+HOLE = (13, 19, 37, 43)  # top, left, h, w: edges off the 8-pixel grid, so the 8x8 mask fold is tested
+SEED = 11
+FFT = "tiny_ace_plus_fft.safetensors"
+FFT_FP8 = "tiny_ace_plus_fft_fp8.safetensors"
+FILL = "tiny_flux_fill.safetensors"
+
+
+@pytest.fixture
+def flux_calls(comfy_host, monkeypatch):
+    """Records every call of the Flux transformer's forward_orig: the patchified model input (after ComfyUI's
+    concat), the timestep, the img_in weight's storage dtype and the output."""
+    import comfy.ldm.flux.model as flux_model
+
+    calls: list[dict] = []
+    original = flux_model.Flux.forward_orig
+
+    def recording(self, img, img_ids, txt, txt_ids, timesteps, *args, **kwargs):
+        out = original(self, img, img_ids, txt, txt_ids, timesteps, *args, **kwargs)
+        calls.append(
+            {
+                "img": img.detach().clone(),
+                "timesteps": timesteps.detach().clone(),
+                "weight_dtype": self.img_in.weight.dtype,
+                "out": out.detach().float().clone(),
+            }
+        )
+        return out
+
+    monkeypatch.setattr(flux_model.Flux, "forward_orig", recording)
+    comfy_host.executor.reset()  # no cached loader outputs from earlier tests: every graph here really loads
+    return calls
+
+
+@pytest.fixture
+def models_module(comfy_host):
+    """The pack's nodes/models.py as ComfyUI's loader imported it."""
+    import sys
+
+    return sys.modules[comfy_host.node_class_mappings["ACEPlusLoader"].__module__]
+
+
+@pytest.fixture
+def fft_images(input_image):
+    return input_image("models_uc.png", W, H, HOLE, seed=3), input_image("models_c.png", W, H, None, seed=4)
+
+
+def _text(g: Graph):
+    # Tiny models take CLIP-L widths (768); the TEST-ONLY stand-in is deterministic and loads no file.
+    text = g.add("ACEPlusTestOnlyT5StandIn", text="a cat", context_dim=768, pooled_dim=768, tokens=8)
+    return g.add("FluxGuidance", conditioning=text[0], guidance=30.0)
+
+
+def _fft_graph(images, model_node: tuple[str, dict], *, lora=None, noise_mask=False, label="fft", patch=False):
+    g = Graph()
+    model = g.add(model_node[0], **model_node[1])
+    if patch:
+        model = g.add("ACEPlusModelPatch", model=model[0])
+    if lora is not None:
+        model = g.add(lora[0], model=model[0], **lora[1])
+    text = _text(g)
+    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    uc = g.add("LoadImage", image=images[0])
+    c = g.add("LoadImage", image=images[1])
+    cond = g.add("ACEPlusConditioning", positive=text[0], negative=text[0], vae=vae[0], ucpixels=uc[0],
+                 cpixels=c[0], mask=uc[1], noise_mask=noise_mask)
+    samples = sampler(g, model[0], cond[0], cond[1], cond[2], steps=1, seed=SEED)
+    g.add("ACEPlusTestOnlyProbe", label=label, latent=samples[0])
+    return g.prompt()
+
+
+def _loader(unet: str, weight_dtype: str = "default"):
+    return ("ACEPlusLoader", {"unet_name": unet, "weight_dtype": weight_dtype})
+
+
+def _unet_loader(unet: str, weight_dtype: str = "default"):
+    return ("UNETLoader", {"unet_name": unet, "weight_dtype": weight_dtype})
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+# --- loading the FFT model ---------------------------------------------------------------------------------
+
+
+def test_fft_every_weight_dtype_runs_and_fp8_stays_close(comfy_host, tiny_models, fft_images, flux_calls):
+    """Default and fp8 files with every weight_dtype: finite output, fp8 stored as fp8, computed in fp32 here
+    (CPU: no bf16), ComfyUI's global model list untouched, and fp8 output close to the full-precision one."""
+    import comfy.supported_models
+
+    models_list = comfy.supported_models.models
+    before = list(models_list)
+    runs = {}
+    for unet in (FFT, FFT_FP8):
+        for dtype in ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"):
+            flux_calls.clear()
+            comfy_host.run(_fft_graph(fft_images, _loader(unet, dtype)))
+            (call,) = flux_calls  # one step, cfg 1: one model call
+            assert call["img"].shape == (1, (H // 16) * (W // 16), 448)
+            assert call["img"].dtype == torch.float32, (unet, dtype)  # compute dtype, never fp16
+            assert torch.isfinite(call["out"]).all()
+            runs[unet, dtype] = call
+    assert comfy.supported_models.models is models_list and comfy.supported_models.models == before
+
+    # Storage: fp8 choices store fp8; the fp8 file with "default" stays fp8 (ComfyUI alone would expand it to fp32
+    # on the CPU); the fp32 file with "default" stays fp32.
+    assert runs[FFT, "default"]["weight_dtype"] == torch.float32
+    assert runs[FFT_FP8, "default"]["weight_dtype"] == torch.float8_e4m3fn
+    for unet in (FFT, FFT_FP8):
+        assert runs[unet, "fp8_e4m3fn"]["weight_dtype"] == torch.float8_e4m3fn
+        assert runs[unet, "fp8_e4m3fn_fast"]["weight_dtype"] == torch.float8_e4m3fn
+        assert runs[unet, "fp8_e5m2"]["weight_dtype"] == torch.float8_e5m2
+
+    # Same model input for every run (same seed and conditioning), so outputs compare directly.
+    reference = runs[FFT, "default"]
+    errors = {}
+    for key, call in runs.items():
+        assert torch.equal(call["img"], reference["img"])
+        errors[key] = _rel(call["out"], reference["out"])
+    # Measured (tiny random weights): e4m3 ~0.04-0.05, e5m2 ~0.09-0.10 relative L2 error of the model output.
+    for key, err in errors.items():
+        bound = 0.2 if key[1] == "fp8_e5m2" else 0.1
+        assert err < bound, f"{key}: relative error {err:.3f}; all: {errors}"
+    assert errors[FFT_FP8, "default"] == pytest.approx(errors[FFT_FP8, "fp8_e4m3fn"], abs=1e-6)
+    assert errors[FFT_FP8, "default"] > 1e-3  # fp8 really was used
+
+
+def test_loading_twice_leaves_the_model_list_alone(comfy_host, tiny_models):
+    import comfy.supported_models
+
+    loader = comfy_host.node_class_mappings["ACEPlusLoader"]
+    models_list = comfy.supported_models.models
+    before = list(models_list)
+    a = loader.execute(FFT, "default").result[0]
+    b = loader.execute(FFT, "default").result[0]
+    assert comfy.supported_models.models is models_list and comfy.supported_models.models == before
+    assert a.model is not b.model
+    for m in (a, b):
+        assert m.model_options["ace_plus_layout"] == "fft"
+        assert m.model.model_config.supported_inference_dtypes == [torch.bfloat16, torch.float32]
+        assert torch.float16 not in m.model.model_config.supported_inference_dtypes
+        assert m.model.model_config.unet_config["in_channels"] == 112
+    # The instance, not the class, carries the Fill dtype rule.
+    assert torch.float16 in comfy.supported_models.Flux.supported_inference_dtypes
+
+
+@pytest.fixture
+def prefer_fp16(monkeypatch):
+    """Pretend the device prefers fp16 and lacks bf16 (a Turing GPU), and that --fp16-unet is set."""
+    import comfy.model_management as mm
+
+    monkeypatch.setattr(mm, "should_use_fp16", lambda *a, **k: True)
+    monkeypatch.setattr(mm, "should_use_bf16", lambda *a, **k: False)
+    monkeypatch.setattr(mm, "unet_dtype", lambda *a, **k: torch.float16)
+
+
+def test_fft_never_computes_in_fp16(comfy_host, tiny_models, fft_images, flux_calls, prefer_fp16):
+    for dtype in ("default", "fp8_e4m3fn"):
+        flux_calls.clear()
+        comfy_host.run(_fft_graph(fft_images, _loader(FFT, dtype)))
+        (call,) = flux_calls
+        expected_storage = torch.float16 if dtype == "default" else torch.float8_e4m3fn
+        assert call["weight_dtype"] == expected_storage  # storage as ComfyUI (here: a forced fp16) chose
+        assert call["img"].dtype == torch.float32  # compute: bf16 unsupported -> fp32, never fp16
+        assert torch.isfinite(call["out"]).all()
+
+
+# --- ACE++ Prepare Flux Model ----------------------------------------------------------------------------
+
+
+def test_prepare_fixes_fp16_compute_of_a_plain_unet_loader(comfy_host, tiny_models, fft_images, flux_calls,
+                                                           prefer_fp16):
+    """UNETLoader picks ComfyUI's generic Flux class for 448 (fp16 allowed): the patch node makes the clone
+    compute in fp32 (no bf16 here) with the fp16 weights unchanged."""
+    comfy_host.run(_fft_graph(fft_images, _unet_loader(FFT), label="plain"))
+    comfy_host.run(_fft_graph(fft_images, _unet_loader(FFT), patch=True, label="patched"))
+    plain, patched = flux_calls
+    assert plain["weight_dtype"] == patched["weight_dtype"] == torch.float16
+    assert plain["img"].dtype == torch.float16  # the defect: generic Flux computes in fp16
+    assert patched["img"].dtype == torch.float32
+    assert torch.isfinite(patched["out"]).all()
+
+
+def test_prepare_clones_and_records_the_layout(comfy_host, tiny_models, prefer_fp16):
+    import comfy.sd
+
+    patch = comfy_host.node_class_mappings["ACEPlusModelPatch"]
+    for path, layout in ((tiny_models["tiny_ace_plus_fft"], "fft"), (tiny_models["tiny_flux_fill"], "fill")):
+        original = comfy.sd.load_diffusion_model(str(path))
+        original_options = dict(original.model_options)
+        clone = patch.execute(original).result[0]
+        assert clone is not original and clone.model is original.model
+        assert clone.model_options["ace_plus_layout"] == layout
+        assert original.model_options == original_options and "manual_cast_dtype" not in original.object_patches
+        # Forced fp16 weights compute in fp16 even for ComfyUI's FluxInpaint: fp32 compute on the clone only.
+        assert original.model.manual_cast_dtype is None and original.model_dtype() == torch.float16
+        assert clone.object_patches["manual_cast_dtype"] == torch.float32 and clone.force_cast_weights
+        assert not original.force_cast_weights
+
+
+def test_prepare_leaves_bf16_or_fp32_compute_alone(comfy_host, tiny_models):
+    import comfy.sd
+
+    patch = comfy_host.node_class_mappings["ACEPlusModelPatch"]
+    original = comfy.sd.load_diffusion_model(str(tiny_models["tiny_flux_fill"]))
+    clone = patch.execute(original).result[0]
+    assert original.model_dtype() == torch.float32 and "manual_cast_dtype" not in clone.object_patches
+    assert clone.model_options["ace_plus_layout"] == "fill"
+
+
+def test_prepare_reads_gguf_like_wrapped_weights(comfy_host, tiny_models):
+    """A GGUF-style img_in: packed bytes whose logical shape is carried in ``tensor_shape``, no in_features."""
+    import comfy.sd
+
+    patch = comfy_host.node_class_mappings["ACEPlusModelPatch"]
+    base = comfy.sd.load_diffusion_model(str(tiny_models["tiny_flux_fill"]))
+
+    class PackedLinear(torch.nn.Module):
+        def __init__(self, features: int) -> None:
+            super().__init__()
+            packed = torch.nn.Parameter(torch.zeros(64, features // 4, dtype=torch.uint8), requires_grad=False)
+            packed.tensor_shape = torch.Size([64, features])
+            self.weight = packed
+
+    for features, layout in ((448, "fft"), (384, "fill")):
+        wrapped = base.clone()
+        wrapped.add_object_patch("diffusion_model.img_in", PackedLinear(features))
+        assert patch.execute(wrapped).result[0].model_options["ace_plus_layout"] == layout
+    wrapped = base.clone()
+    wrapped.add_object_patch("diffusion_model.img_in", PackedLinear(64))
+    with pytest.raises(ValueError, match="model: this is FLUX.1-dev"):
+        patch.execute(wrapped)
+
+
+def test_prepare_refuses_dev_and_non_flux(comfy_host, tiny_models, fft_images):
+    import comfy.model_patcher
+
+    with pytest.raises(GraphError, match=r"model: this is FLUX.1-dev \(img_in takes 64 features"):
+        comfy_host.run(_fft_graph(fft_images, _unet_loader("tiny_flux_dev.safetensors"), patch=True))
+    patch = comfy_host.node_class_mappings["ACEPlusModelPatch"]
+    not_flux = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"model: not a Flux model \(Linear\); ACE\+\+ needs FLUX.1-Fill-dev"):
+        patch.execute(not_flux)
+
+
+# --- bad files in ACEPlusLoader --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_files(comfy_host, tiny_models, tmp_path_factory):
+    from safetensors.torch import save_file
+
+    d = tmp_path_factory.mktemp("bad_diffusion_models")
+    fft = tiny_models["tiny_ace_plus_fft"].read_bytes()
+    (d / "bad_truncated.safetensors").write_bytes(fft[: len(fft) // 2])
+    (d / "bad_garbage.safetensors").write_bytes(len(b"<html>404").to_bytes(8, "little") + b"<html>404" + b"\0" * 32)
+    (d / "bad_pickle.ckpt").write_bytes(b"\x80\x04")
+    sdxl = {k: torch.zeros(4, 4) for k in ("input_blocks.0.0.weight", "middle_block.1.norm.weight",
+                                            "label_emb.0.0.weight", "out.2.weight")}
+    save_file(sdxl, str(d / "bad_sdxl.safetensors"))
+    comfy_host.add_model_dir("diffusion_models", d)
+    return d
+
+
+@pytest.mark.parametrize(
+    "unet, message",
+    [
+        ("bad_truncated.safetensors", r"unet_name: bad_truncated.safetensors is truncated: tensor .* download or copy"),
+        ("bad_garbage.safetensors", r"unet_name: bad_garbage.safetensors has a header that is not JSON"),
+        ("bad_pickle.ckpt", r"unet_name: bad_pickle.ckpt is a pickle file .*pickle files can run code; convert to "
+                            r"\.safetensors"),
+        ("bad_sdxl.safetensors", r"unet_name: bad_sdxl.safetensors is not a Flux diffusion model.*SDXL UNet"),
+        (FILL, r"unet_name: tiny_flux_fill.safetensors is not the ACE\+\+ FFT model: this is FLUX.1-Fill; load it "
+               r"with UNETLoader and an ACE\+\+ LoRA"),
+        ("tiny_flux_dev.safetensors", r"unet_name: tiny_flux_dev.safetensors is FLUX.1-dev \(img_in takes 64"),
+    ],
+)
+def test_bad_files_are_named(comfy_host, tiny_models, bad_files, fft_images, unet, message):
+    with pytest.raises(GraphError, match=message) as e:
+        comfy_host.run(_fft_graph(fft_images, _loader(unet)))
+    assert e.value.details["node_type"] == "ACEPlusLoader" and e.value.details["exception_type"].endswith(
+        "ValueError"
+    )
+
+
+# --- LoRAs -------------------------------------------------------------------------------------------------
+
+
+def test_core_lora_loader_works_on_the_fft_model(comfy_host, tiny_models, fft_images, flux_calls):
+    comfy_host.run(_fft_graph(fft_images, _loader(FFT), label="base"))
+    lora = ("LoraLoaderModelOnly", {"lora_name": "tiny_fft_lora_peft.safetensors", "strength_model": 1.0})
+    result = comfy_host.run(_fft_graph(fft_images, _loader(FFT), lora=lora, label="core_lora"))
+    assert not [m for m in result.logs if "lora key not loaded" in m or "ERROR lora" in m]
+    ours = ("ACEPlusLoraLoader", {"lora_name": "tiny_fft_lora_peft.safetensors", "strength_model": 1.0})
+    comfy_host.run(_fft_graph(fft_images, _loader(FFT), lora=ours, label="our_lora"))
+    base, core, our = flux_calls
+    assert _rel(core["out"], base["out"]) > 1e-2  # the LoRA changes the model
+    assert torch.equal(core["out"], our["out"])  # and both loaders apply it identically
+
+
+def test_lora_loader_on_fp8_fft(comfy_host, tiny_models, fft_images, flux_calls):
+    ours = ("ACEPlusLoraLoader", {"lora_name": "tiny_fft_lora_peft.safetensors", "strength_model": 1.0})
+    comfy_host.run(_fft_graph(fft_images, _loader(FFT_FP8), lora=ours))
+    (call,) = flux_calls
+    assert call["weight_dtype"] == torch.float8_e4m3fn and torch.isfinite(call["out"]).all()
+
+
+@pytest.mark.parametrize(
+    "model, lora, message",
+    [
+        (_unet_loader(FILL), "tiny_fft_lora_peft.safetensors",
+         r"lora_name: tiny_fft_lora_peft.safetensors does not fit the model: its img_in adapter is 448 wide but the "
+         r"model is FLUX.1-Fill .*FFT LoRA needs the ACE\+\+ FFT model"),
+        (_loader(FFT), "tiny_fill_lora_kohya.safetensors",
+         r"lora_name: tiny_fill_lora_kohya.safetensors does not fit the model: its img_in adapter is 384 wide but "
+         r"the model is ACE\+\+ FFT .*needs the Fill model"),
+        (_unet_loader(FILL), "unmatched_lora.safetensors",
+         r"lora_name: unmatched_lora.safetensors patches nothing in the model \(FLUX.1-Fill.*kohya format \(a LoRA "
+         r"for a Stable Diffusion / SDXL UNet\)"),
+    ],
+)
+def test_lora_mismatch_is_an_error(comfy_host, tiny_models, fft_images, model, lora, message):
+    ours = ("ACEPlusLoraLoader", {"lora_name": lora, "strength_model": 1.0})
+    with pytest.raises(GraphError, match=message) as e:
+        comfy_host.run(_fft_graph(fft_images, model, lora=ours))
+    assert e.value.details["node_type"] == "ACEPlusLoraLoader"
+
+
+def test_lora_with_other_shapes_is_an_error(comfy_host, tiny_models, tmp_path, models_module):
+    """A LoRA whose keys match but whose matrices were made for another width (here hidden 128, no img_in)."""
+    import comfy.sd
+    import tiny_models as factory
+
+    wide = factory.FluxConfig(hidden_size=128, num_heads=4, in_channels=96)
+    path = factory.write_safetensors(tmp_path / "wide.safetensors",
+                                     factory.lora_state_dict(wide, targets=("double_blocks.*",)))
+    model = comfy.sd.load_diffusion_model(str(tiny_models["tiny_flux_fill"]))
+    with pytest.raises(ValueError, match=r"lora_name: wide.safetensors does not fit the model \(FLUX.1-Fill.*\): "
+                                         r"\d+ weight\(s\) have other shapes, e.g. diffusion_model.double_blocks"):
+        models_module.apply_lora(model, str(path), 1.0, "lora_name")
+    assert not model.patches  # the input model is never patched
+
+
+def test_pickle_lora_is_refused(tmp_path, models_module):
+    path = tmp_path / "old.pt"
+    path.write_bytes(b"\x80\x04")
+    with pytest.raises(ValueError, match="lora_name: old.pt is a pickle file .*convert to .safetensors"):
+        models_module.apply_lora(None, str(path), 1.0, "lora_name")
+
+
+# --- layout parity -----------------------------------------------------------------------------------------
+
+
+def test_fft_model_input_matches_an_independent_float64_construction(comfy_host, tiny_models, fft_images,
+                                                                      flux_calls, monkeypatch):
+    """The tokens img_in receives = 2x2 patches of [noise | latent(UC) | latent(C) | mask folded 8x8], built here
+    in float64 from the same VAE latents (recorded as ComfyUI encodes them) and the mask of the PNG."""
+    import comfy.sd
+
+    latents: list[torch.Tensor] = []
+    encode = comfy.sd.VAE.encode
+
+    def recording_encode(self, pixels):
+        out = encode(self, pixels)
+        latents.append(out.detach().clone())
+        return out
+
+    monkeypatch.setattr(comfy.sd.VAE, "encode", recording_encode)
+    comfy_host.run(_fft_graph(fft_images, _loader(FFT), noise_mask=False))
+    (call,) = flux_calls
+    uc_latent, c_latent = (t.double() for t in latents)  # ACEPlusConditioning encodes UC, then C
+    b, ch, h, w = uc_latent.shape
+    assert (b, ch, h, w) == (1, 16, H // 8, W // 8)
+
+    def process_in(z):  # FLUX latent format: (z - shift) * scale
+        return (z - 0.1159) * 0.3611
+
+    alpha = np.asarray(Image.open(comfy_host.input_dir / fft_images[0]))[..., 3].astype(np.float64) / 255.0
+    mask = torch.from_numpy(1.0 - alpha)  # LoadImage: MASK = 1 - alpha
+    folded = torch.empty(1, 64, h, w, dtype=torch.float64)
+    for dy in range(8):
+        for dx in range(8):
+            folded[0, dy * 8 + dx] = mask[dy::8, dx::8]
+
+    sigma = float(call["timesteps"][0])
+    gen = torch.Generator().manual_seed(SEED)
+    noise = torch.randn((b, ch, h, w), generator=gen, dtype=torch.float32).double()
+    noisy = sigma * noise + (1.0 - sigma) * process_in(uc_latent)
+    x = torch.cat([noisy, process_in(uc_latent), process_in(c_latent), folded], dim=1)
+    assert x.shape[1] == 112
+
+    tokens = torch.empty(b, h // 2, w // 2, 112, 2, 2, dtype=torch.float64)
+    for py in range(2):
+        for px in range(2):
+            tokens[..., py, px] = x[:, :, py::2, px::2].permute(0, 2, 3, 1)
+    reference = tokens.reshape(b, (h // 2) * (w // 2), 112 * 4)
+
+    got = call["img"].double()
+    assert got.shape == reference.shape
+    err = (got - reference).abs().max().item()
+    assert err < 1e-6, f"max abs error {err:.3e}"
+    # The parts really differ (a swapped UC/C or a misplaced mask would not pass by accident).
+    assert (process_in(uc_latent) - process_in(c_latent)).abs().max() > 0.05 and folded.std() > 0.1
+    assert (folded.amax(1) - folded.amin(1)).max() == 1  # some 8x8 blocks are partly masked
