@@ -98,7 +98,10 @@ def test_fill_layout_matches_diffusers(comfy_host, tiny_models, diffusers_fill, 
                  mask=img[1], noise_mask=False)
     samples = sampler(g, model[0], cond[0], cond[1], cond[2], steps=1, seed=SEED)
     g.add("ACEPlusTestOnlyProbe", label="diffusers_fill", latent=samples[0])
-    comfy_host.run(g.prompt())
+    try:
+        comfy_host.run(g.prompt())
+    finally:
+        comfy_host.executor.reset()
     (call,) = calls
     (latent,) = latents
 

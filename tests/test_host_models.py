@@ -41,7 +41,8 @@ def flux_calls(comfy_host, monkeypatch):
 
     monkeypatch.setattr(flux_model.Flux, "forward_orig", recording)
     comfy_host.executor.reset()  # no cached loader outputs from earlier tests: every graph here really loads
-    return calls
+    yield calls
+    comfy_host.executor.reset()  # and none left for later tests (some were made with monkeypatched dtypes)
 
 
 @pytest.fixture
