@@ -9,6 +9,17 @@ Rules kept here (issue 4):
   fp16 when the user forces ``--fp16-unet``); ComfyUI's manual-cast ops upcast them per layer.
 * The layout (``"fill"`` 384 / ``"fft"`` 448) is recorded in the patcher's ``model_options["ace_plus_layout"]``
   so later nodes can check that the conditioning fits the model.
+
+What ``weight_dtype`` "default" does with the pre-quantized ``ace_plus_fft_fp8.safetensors``: ComfyUI's rule
+(``model_management.unet_dtype``) keeps an fp8 file in fp8 on GPUs with fp8 compute or too little memory, expands
+it to bf16 on other bf16 GPUs, and expands it to fp32 where bf16 is not used (the CPU, pre-Ampere GPUs): 4x the
+memory. ACEPlusLoader keeps it fp8 in that last case and lets the manual-cast ops upcast one layer at a time
+(compute fp32); the bf16 expansion, chosen by ComfyUI for speed, is left as is. The fp8 choices always store fp8.
+
+Preparing a model from another loader uses ComfyUI's per-patcher API ``ModelPatcher.set_model_compute_dtype``
+(as the core ModelComputeDtype node): an object patch of ``manual_cast_dtype`` plus cast weights, on the clone.
+Like every object patch it is set on the shared BaseModel only while that clone is the one loaded, and restored
+when it is unpatched; the input patcher and other clones keep their own compute dtype.
 """
 
 from __future__ import annotations
