@@ -7,7 +7,9 @@ import torch
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import inpaint
-from .common import CATEGORY
+from ..ace_plus_core import model_files as mf
+from .common import CATEGORY, Geometry
+from .models import prepare_flux
 
 _NOISE_MASK_TOOLTIP = (
     "Add the mask to the latent as a noise mask so sampling only changes the masked area (recommended: "
@@ -27,6 +29,23 @@ def _latent(samples: torch.Tensor, mask: torch.Tensor, noise_mask: bool) -> dict
     if noise_mask:
         out["noise_mask"] = mask
     return out
+
+
+def encode_fft(vae, ucpixels, cpixels, mask) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """FFT layout: concat_latent_image = latent(UC) then latent(C), concat_mask = the mask (448 after patching)."""
+    inpaint.check_same_size(ucpixels, "ucpixels", cpixels, "cpixels")
+    uc, mask4 = inpaint.prepare_pixels_and_mask(ucpixels, mask, pixels_name="ucpixels")
+    c, _ = inpaint.prepare_pixels_and_mask(cpixels, mask, pixels_name="cpixels")
+    uc_latent = vae.encode(uc)
+    values = {"concat_latent_image": torch.cat([uc_latent, vae.encode(c)], dim=1), "concat_mask": mask4}
+    return values, uc_latent, mask4
+
+
+def encode_fill(vae, pixels, mask) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Fill layout: concat_latent_image = latent(canvas), concat_mask = the mask (384)."""
+    pixels, mask4 = inpaint.prepare_pixels_and_mask(pixels, mask, pixels_name="pixels")
+    latent = vae.encode(pixels)
+    return {"concat_latent_image": latent, "concat_mask": mask4}, latent, mask4
 
 
 class ACEPlusConditioning(io.ComfyNode):
@@ -62,14 +81,9 @@ class ACEPlusConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, positive, negative, vae, ucpixels, cpixels, mask, noise_mask=True) -> io.NodeOutput:
-        inpaint.check_same_size(ucpixels, "ucpixels", cpixels, "cpixels")
-        uc, mask4 = inpaint.prepare_pixels_and_mask(ucpixels, mask, pixels_name="ucpixels")
-        c, _ = inpaint.prepare_pixels_and_mask(cpixels, mask, pixels_name="cpixels")
-        uc_latent = vae.encode(uc)
-        c_latent = vae.encode(c)
-        values = {"concat_latent_image": torch.cat([uc_latent, c_latent], dim=1), "concat_mask": mask4}
+        values, latent, mask4 = encode_fft(vae, ucpixels, cpixels, mask)
         pos, neg = _conditioning_with(positive, negative, values)
-        return io.NodeOutput(pos, neg, _latent(uc_latent, mask4, noise_mask))
+        return io.NodeOutput(pos, neg, _latent(latent, mask4, noise_mask))
 
 
 class ACEPlusLoraConditioning(io.ComfyNode):
@@ -103,10 +117,75 @@ class ACEPlusLoraConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, positive, negative, vae, pixels, mask, noise_mask=True) -> io.NodeOutput:
-        pixels, mask4 = inpaint.prepare_pixels_and_mask(pixels, mask, pixels_name="pixels")
-        latent = vae.encode(pixels)
-        pos, neg = _conditioning_with(positive, negative, {"concat_latent_image": latent, "concat_mask": mask4})
+        values, latent, mask4 = encode_fill(vae, pixels, mask)
+        pos, neg = _conditioning_with(positive, negative, values)
         return io.NodeOutput(pos, neg, _latent(latent, mask4, noise_mask))
 
 
-NODES = (ACEPlusConditioning, ACEPlusLoraConditioning)
+# The canvas layout each model layout needs (ACE++ Canvas names the Fill layout "lora": the LoRAs run on Fill).
+_CANVAS_LAYOUT_FOR_MODEL = {mf.LAYOUT_FILL: "lora", mf.LAYOUT_FFT: "fft"}
+
+
+class ACEPlusCanvasConditioning(io.ComfyNode):
+    """Builds the conditioning layout the connected model needs from an ACE++ Canvas, and refuses a mismatch."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ACEPlusCanvasConditioning",
+            display_name="ACE++ Conditioning",
+            category=CATEGORY,
+            description=(
+                "Encodes an ACE++ Canvas for the model it is given: FLUX.1-Fill (+ ACE++ LoRA, img_in 384) gets the "
+                "canvas latent and the mask; the ACE++ FFT model (img_in 448) gets the UC latent, the C latent and "
+                "the mask. A canvas built for the other layout is refused with a message saying which model and "
+                "which canvas were connected. Also returns the model prepared for ACE++ (never computing in fp16)."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="FLUX.1-Fill (with an ACE++ LoRA) or the ACE++ FFT model."),
+                io.Conditioning.Input("positive", tooltip="Prompt conditioning (e.g. CLIPTextEncode + FluxGuidance)."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning (ignored by Flux at cfg 1)."),
+                io.Vae.Input("vae", tooltip="The FLUX VAE (ae.safetensors)."),
+                io.Image.Input("uc_image", tooltip="ACE++ Canvas uc_image (for the LoRA layout it is the canvas)."),
+                io.Image.Input("c_image", tooltip="ACE++ Canvas c_image (used by the FFT layout)."),
+                io.Mask.Input("mask", tooltip="ACE++ Canvas mask."),
+                Geometry.Input("geometry", tooltip="ACE++ Canvas geometry: tells which layout the canvas was built for."),
+                io.Boolean.Input("noise_mask", default=True, tooltip=_NOISE_MASK_TOOLTIP),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model",
+                                tooltip="The model prepared for ACE++ (a clone; bf16/fp32 compute, never fp16)."),
+                io.Conditioning.Output(display_name="positive", tooltip="Positive conditioning with the canvas latents."),
+                io.Conditioning.Output(display_name="negative", tooltip="Negative conditioning with the canvas latents."),
+                io.Latent.Output(display_name="latent", tooltip="Latent of the canvas to sample from."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, vae, uc_image, c_image, mask, geometry,
+                noise_mask=True) -> io.NodeOutput:
+        prepared = prepare_flux(model, "model")
+        model_layout = prepared.model_options["ace_plus_layout"]
+        wanted = _CANVAS_LAYOUT_FOR_MODEL[model_layout]
+        canvas_layouts = {g.layout for g in geometry}
+        if canvas_layouts != {wanted}:
+            got = "/".join(sorted(canvas_layouts))
+            raise ValueError(
+                f"model is {mf.LAYOUT_NAMES[model_layout]} but the connected canvas was built with layout '{got}'; "
+                f"set ACE++ Canvas layout to '{wanted}', or connect the "
+                f"{'ACE++ FFT model' if got == 'fft' else 'FLUX.1-Fill model with an ACE++ LoRA'} instead."
+            )
+        if uc_image.shape[0] != len(geometry):
+            raise ValueError(
+                f"uc_image has a batch of {uc_image.shape[0]} but geometry describes {len(geometry)} canvases; connect "
+                "both from the same ACE++ Canvas."
+            )
+        if wanted == "fft":
+            values, latent, mask4 = encode_fft(vae, uc_image, c_image, mask)
+        else:
+            values, latent, mask4 = encode_fill(vae, uc_image, mask)
+        pos, neg = _conditioning_with(positive, negative, values)
+        return io.NodeOutput(prepared, pos, neg, _latent(latent, mask4, noise_mask))
+
+
+NODES = (ACEPlusCanvasConditioning, ACEPlusConditioning, ACEPlusLoraConditioning)

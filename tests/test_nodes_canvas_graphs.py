@@ -148,3 +148,48 @@ def test_aspect_beyond_4_to_1_runs_instead_of_crashing(comfy_host, tiny_models, 
     comfy_host.run(g.prompt())
     out = probe("strip")
     assert out.shape[2] <= 4 * out.shape[1] + 16
+
+
+def _canvas_conditioning_graph(unet: str, layout: str, edit: str, ref: str) -> dict:
+    g = Graph()
+    model = g.add("UNETLoader", unet_name=unet, weight_dtype="default")
+    text = clip_l_text(g, "a red hat")
+    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    ref_img = g.add("LoadImage", image=ref)
+    edit_img = g.add("LoadImage", image=edit)
+    cv = g.add("ACEPlusCanvas", layout=layout, task="repainting", reference_mode="auto", max_image_tokens=1024,
+               keep_pixels_rate=0.8, width=1024, height=1024, reference_image=ref_img[0], edit_image=edit_img[0],
+               edit_mask=edit_img[1])
+    cond = g.add("ACEPlusCanvasConditioning", model=model[0], positive=text[0], negative=text[0], vae=vae[0],
+                 uc_image=cv[1], c_image=cv[2], mask=cv[3], geometry=cv[4], noise_mask=True)
+    samples = sampler(g, cond[0], cond[1], cond[2], cond[3])
+    decoded = g.add("VAEDecode", samples=samples[0], vae=vae[0])
+    back = g.add("ACEPlusCutBack", image=decoded[0], geometry=cv[4])
+    g.add("ACEPlusTestOnlyProbe", label=f"cc_{layout}", image=back[0])
+    return g.prompt()
+
+
+@pytest.mark.parametrize(("unet", "layout"), [("tiny_flux_fill.safetensors", "lora"),
+                                              ("tiny_ace_plus_fft.safetensors", "fft")])
+def test_canvas_conditioning_builds_the_models_layout(comfy_host, tiny_models, probe, unet, layout):
+    ref = solid_png(comfy_host.input_dir / "cc_ref.png", 100, 120, (200, 30, 30))
+    edit = solid_png(comfy_host.input_dir / "cc_edit.png", 160, 130, (30, 30, 200), hole=(20, 30, 50, 60))
+    comfy_host.run(_canvas_conditioning_graph(unet, layout, edit, ref))
+    out = probe(f"cc_{layout}")
+    assert out.shape == (1, 130, 160, 3) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize(("unet", "layout", "needle"), [
+    ("tiny_ace_plus_fft.safetensors", "lora", "model is ACE++ FFT (img_in 448"),
+    ("tiny_flux_fill.safetensors", "fft", "model is FLUX.1-Fill (img_in 384"),
+])
+def test_canvas_conditioning_refuses_a_layout_mismatch(comfy_host, tiny_models, unet, layout, needle):
+    from comfy_host import GraphError
+
+    ref = solid_png(comfy_host.input_dir / "mm_ref.png", 100, 120, (200, 30, 30))
+    edit = solid_png(comfy_host.input_dir / "mm_edit.png", 160, 130, (30, 30, 200), hole=(20, 30, 50, 60))
+    with pytest.raises(GraphError) as err:
+        comfy_host.run(_canvas_conditioning_graph(unet, layout, edit, ref))
+    message = str(err.value)
+    assert needle in message and f"layout '{layout}'" in message
+    assert "mat1 and mat2" not in message
