@@ -25,8 +25,10 @@ from .resize import resize_bilinear_aa, resize_nearest_exact
 
 __all__ = [
     "ASPECT_TOLERANCE",
+    "aspect_matches",
     "batch_size_of",
     "broadcast_batch",
+    "match_guidance",
     "normalize_mask",
 ]
 
