@@ -18,10 +18,14 @@ Pipeline (per batch item; every edit image in a batch gets its own canvas):
    alpha) means "edit everything"; a mask of another size is rescaled when the aspect ratios agree within 1 %, else
    a ``ValueError`` (:func:`.masks.normalize_mask`).
 3. **Task.** ``repainting`` blanks the masked pixels to 0.5 gray (the content is unknown); ``no_preprocess`` keeps
-   them (they are guidance: a control image, a low-resolution image ...). ``contour_repainting``,
-   ``depth_repainting`` and ``recolorizing`` derive guidance from the edit image with an annotator, which this pack
-   does not ship yet: pass the derived image as ``guidance`` (it replaces the edit pixels under the mask, as the
-   official annotator output does), otherwise they raise ``NotImplementedError``.
+   them (they are guidance: a control image, a low-resolution image ...). The control tasks (:data:`GUIDED_TASKS`)
+   put guidance under the mask, in place of the edit pixels, as the official annotator output is composited: a
+   ``guidance`` image if one is given (any control image, resized to the edit image if its aspect ratio matches
+   within 1 %), otherwise ``recolorizing``, ``mosaic_repainting`` and ``canny_repainting`` derive it from the full
+   edit image, before the aspect crop, as officially (:mod:`.control`; ``control_options`` sets the Canny
+   thresholds and the mosaic ratio). ``contour_repainting`` and ``depth_repainting`` need neural annotators, which
+   this pack does not run: without ``guidance`` they are a ``ValueError`` naming the input to connect. Unlike the
+   official composite, an empty mask ("edit everything") puts the guidance everywhere.
 4. **Aspect crop.** An image whose long side exceeds 4x its short side (edit or reference) is centre-cropped along
    the long side to exactly 4x the short side, with torchvision ``CenterCrop``'s offset rule
    ``int(round((L - 4 S) / 2))`` (halves round to even). The edit mask (and guidance) get the same box; the box is
@@ -64,10 +68,13 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from . import control
 from .geometry import (
     FITS,
     LAYOUTS,
@@ -89,6 +96,8 @@ from .resize import (
 )
 
 __all__ = [
+    "ALL_TASKS",
+    "EXTRA_TASKS",
     "GUIDED_TASKS",
     "MAX_ASPECT_RATIO",
     "TASKS",
@@ -101,10 +110,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Task names, in the official order.
+#: Task names of the official ComfyUI nodes, in the official order.
 TASKS = ("repainting", "no_preprocess", "contour_repainting", "depth_repainting", "recolorizing")
+#: Control tasks of the official local-editing config beyond the ComfyUI nodes' list.
+EXTRA_TASKS = ("canny_repainting", "mosaic_repainting")
+ALL_TASKS = TASKS + EXTRA_TASKS
 #: Tasks whose guidance the official code derives from the edit image with an annotator.
-GUIDED_TASKS = ("contour_repainting", "depth_repainting", "recolorizing")
+GUIDED_TASKS = ("contour_repainting", "depth_repainting", "recolorizing", "canny_repainting", "mosaic_repainting")
 #: Longest side / shortest side above which an image is centre-cropped.
 MAX_ASPECT_RATIO = 4
 #: The official FFT processor's default keep_pixels_rate.
@@ -174,12 +186,14 @@ def build_canvas(
     *,
     guidance: torch.Tensor | None = None,
     fit: str = "exact",
+    control_options: Mapping[str, Any] | None = None,
+    guidance_name: str = "guidance",
 ) -> CanvasResult:
     """Build ACE++ canvases (see the module docstring for the layout and every rule).
 
     Args:
         layout: ``"lora"`` (canvas + mask) or ``"fft"`` (also UC and C).
-        task: one of :data:`TASKS`.
+        task: one of :data:`ALL_TASKS`.
         reference_mode: ``"resize_to_height"`` or ``"keep_pixels_pad"``.
         reference_image: IMAGE or None; placed left of the edit area.
         edit_image: IMAGE or None (None: reference-only generation of ``height`` x ``width``).
@@ -189,12 +203,15 @@ def build_canvas(
         keep_pixels_rate: in (0, 1], required by ``keep_pixels_pad`` (None there means the official 0.8).
         height, width: size of the generated area for reference-only generation.
         guidance: IMAGE or None; for tasks other than repainting, replaces the edit pixels under the mask (resized to
-            the edit image if its aspect ratio matches within 1 %). Required by :data:`GUIDED_TASKS`.
+            the edit image if its aspect ratio matches within 1 %). Without it the control tasks derive their
+            guidance (:mod:`.control`); ``contour_repainting`` and ``depth_repainting`` require it.
         fit: ``"exact"`` (default) or ``"official"``.
+        control_options: keyword arguments of :func:`.control.derive_guidance` (``low_threshold``,
+            ``high_threshold``, ``ratio``); None: the official defaults.
+        guidance_name: how error messages call ``guidance`` (the node input that feeds it).
 
     Raises:
         ValueError: bad input (the message names the input and the fix).
-        NotImplementedError: a guided task without ``guidance``.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -206,7 +223,9 @@ def build_canvas(
     if reference_mode == "keep_pixels_pad":
         keep_pixels_rate = _check_keep_pixels_rate(keep_pixels_rate)
 
-    prepared = _prepare(task, reference_image, edit_image, edit_mask, guidance, height, width)
+    prepared = _prepare(
+        task, reference_image, edit_image, edit_mask, guidance, height, width, control_options or {}, guidance_name
+    )
     if fit == "official":
         canvas, mask, geometry = _fit_official(prepared, layout, reference_mode, keep_pixels_rate, budget)
     else:
@@ -227,6 +246,8 @@ def official_processor(
     keep_pixels_rate: float | None = None,
     *,
     guidance: torch.Tensor | None = None,
+    control_options: Mapping[str, Any] | None = None,
+    guidance_name: str = "guidance",
 ) -> OfficialResult:
     """Drop-in for the official ``AcePlusLoraProcessor`` (``layout="lora"``) / ``AcePlusFFTProcessor`` (``"fft"``).
 
@@ -234,7 +255,8 @@ def official_processor(
     ``2 x max_seq_length`` with the reference resized to the edit height; FFT budget ``max_seq_length`` with the
     reference shrunk to ``keep_pixels_rate`` x edit height and padded), with the defects listed in the module
     docstring fixed. As officially, ``use_reference=False`` drops the reference only when there is an edit image.
-    ``keep_pixels_rate`` is only used by the FFT layout (None: 0.8).
+    ``keep_pixels_rate`` is only used by the FFT layout (None: 0.8). ``guidance``, ``control_options`` and
+    ``guidance_name`` are as in :func:`build_canvas` (the official nodes have no control-image input).
 
     Outputs map to the official sockets: LoRA ``IMAGE=image, MASK=mask``; FFT ``UC_IMAGE=uc_image,
     C_IMAGE=c_image, MASK=mask``; both ``OUT_H=out_h, OUT_W=out_w, SLICE_W=slice_w``.
@@ -261,6 +283,8 @@ def official_processor(
         width,
         guidance=guidance,
         fit="official",
+        control_options=control_options,
+        guidance_name=guidance_name,
     )
     g = result.geometry[0]
     return OfficialResult(
@@ -342,9 +366,11 @@ def _prepare(
     guidance: torch.Tensor | None,
     height: int,
     width: int,
+    control_options: Mapping[str, Any],
+    guidance_name: str,
 ) -> _Prepared:
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task not in ALL_TASKS:
+        raise ValueError(f"task must be one of {ALL_TASKS}, got {task!r}")
     repaint = task == "repainting"
     anchor = edit_image if edit_image is not None else reference_image
     device = anchor.device if isinstance(anchor, torch.Tensor) else torch.device("cpu")
@@ -361,7 +387,9 @@ def _prepare(
         if edit_mask is not None:
             logger.warning("edit_mask is ignored without an edit_image (reference-only generation edits everything)")
         if guidance is not None:
-            raise ValueError("guidance needs an edit_image: it replaces the edit image's pixels under the mask.")
+            raise ValueError(
+                f"{guidance_name} needs an edit_image: it replaces the edit image's pixels under the mask."
+            )
         for name, v in (("height", height), ("width", width)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 raise ValueError(f"{name} (size of the generated image without an edit_image) must be >= 1, got {v!r}")
@@ -374,19 +402,24 @@ def _prepare(
         H, W = int(edit.shape[-2]), int(edit.shape[-1])
         mask = normalize_mask(edit_mask, (H, W), batch, device=device, dtype=dtype).unsqueeze(1)
         if task in GUIDED_TASKS and guidance is None:
-            raise NotImplementedError(
-                f"task {task!r} derives its guidance from the edit image with an annotator that this pack does not "
-                "ship yet. Pass the derived image (contour / depth / grayscale) as guidance, or prepare it yourself "
-                "and use task 'no_preprocess'."
-            )
+            if task in control.EXTERNAL_TASKS:
+                what = "line drawing" if task == "contour_repainting" else "depth map"
+                raise ValueError(
+                    f"task {task!r} needs a control image ({what} of the edit image): connect one to "
+                    f"{guidance_name} (e.g. from a lineart / depth preprocessor node). This pack does not run the "
+                    "neural annotators (they would download weights)."
+                )
+            guidance = control.derive_guidance(task, edit_image, **control_options)
         if guidance is not None:
             if repaint:
                 raise ValueError(
-                    "guidance is not used by task 'repainting' (it blanks the masked area); use 'no_preprocess' or "
-                    "a guided task to keep guidance pixels under the mask, or disconnect guidance."
+                    f"{guidance_name} is not used by task 'repainting' (it blanks the masked area); use "
+                    f"'no_preprocess' or a control task to keep guidance pixels under the mask, or disconnect "
+                    f"{guidance_name}."
                 )
-            g = broadcast_batch(_to_bchw(guidance, "guidance", device, dtype), batch, "guidance", owner)
-            g = match_guidance(g, (H, W))
+            g = _to_bchw(guidance, guidance_name, device, dtype)
+            g = broadcast_batch(g, batch, guidance_name, owner)
+            g = match_guidance(g, (H, W), name=guidance_name)
             edit = torch.where(mask > 0.5, g, edit)
         crop_box = aspect_crop_box(H, W)
         top, left, ch, cw = crop_box

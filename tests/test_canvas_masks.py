@@ -190,10 +190,13 @@ def test_guidance_replaces_pixels_under_the_mask():
     assert not torch.allclose(area[m], edit[0][m])
 
 
-def test_guided_tasks_need_guidance():
-    for task in ("contour_repainting", "depth_repainting", "recolorizing"):
-        with pytest.raises(NotImplementedError, match="guidance"):
+def test_neural_control_tasks_need_guidance_the_others_derive_it():
+    for task in ("contour_repainting", "depth_repainting"):
+        with pytest.raises(ValueError, match="needs a control image .* connect one to guidance"):
             exact(task=task, edit_image=rand_image(32, 32), edit_mask=rect_mask(32, 32))
+    for task in ("recolorizing", "canny_repainting", "mosaic_repainting"):
+        assert exact(task=task, edit_image=rand_image(32, 32), edit_mask=rect_mask(32, 32)).image.shape == (1, 32, 32, 3)
+    for task in ("contour_repainting", "depth_repainting", "recolorizing"):
         res = exact(
             task=task, edit_image=rand_image(32, 32), edit_mask=rect_mask(32, 32), guidance=rand_image(32, 32, seed=5)
         )
