@@ -6,8 +6,9 @@ import torch
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import canvas as core
+from ..ace_plus_core import control
 from ..ace_plus_core.geometry import canvas_to_crop
-from .common import CATEGORY, TASK_TOOLTIP, Geometry, user_errors
+from .common import CANVAS_TASK_TOOLTIP, CATEGORY, Geometry, user_errors
 
 REFERENCE_MODES = ("auto", "resize_to_height", "keep_pixels_pad")
 _AUTO_REFERENCE_MODE = {"lora": "resize_to_height", "fft": "keep_pixels_pad"}
@@ -31,7 +32,7 @@ class ACEPlusCanvas(io.ComfyNode):
                 io.Combo.Input("layout", options=["lora", "fft"], default="lora",
                                tooltip="lora: FLUX.1-Fill + an ACE++ LoRA (one canvas image). fft: the ACE++ FFT "
                                        "model (UC and C images)."),
-                io.Combo.Input("task", options=list(core.TASKS), tooltip=TASK_TOOLTIP),
+                io.Combo.Input("task", options=list(core.ALL_TASKS), tooltip=CANVAS_TASK_TOOLTIP),
                 io.Combo.Input("reference_mode", options=list(REFERENCE_MODES), default="auto",
                                tooltip="How the reference is sized: resize_to_height (what the LoRA models were "
                                        "trained on), keep_pixels_pad (FFT: shrink only above keep_pixels_rate, pad), "
@@ -46,6 +47,18 @@ class ACEPlusCanvas(io.ComfyNode):
                              tooltip="Width of the generated area when there is no edit_image."),
                 io.Int.Input("height", default=1024, min=16, max=8192, step=16,
                              tooltip="Height of the generated area when there is no edit_image."),
+                io.Int.Input("canny_low_threshold", default=control.DEFAULT_CANNY_LOW, min=0, max=2040, step=1,
+                             optional=True,
+                             tooltip="canny_repainting only: weak-edge threshold on OpenCV's scale (L1 Sobel "
+                                     "magnitude of 0-255 values). Official: 100."),
+                io.Int.Input("canny_high_threshold", default=control.DEFAULT_CANNY_HIGH, min=0, max=2040, step=1,
+                             optional=True,
+                             tooltip="canny_repainting only: strong-edge threshold (edges start here and follow "
+                                     "weak edges). Official: 200. Must be >= canny_low_threshold."),
+                io.Int.Input("mosaic_ratio", default=control.DEFAULT_MOSAIC_RATIO, min=1, max=1024, step=1,
+                             optional=True,
+                             tooltip="mosaic_repainting only: downscale factor; the mosaic cells are about this many "
+                                     "pixels wide (image size // ratio cells per side). Official: 64."),
                 io.Image.Input("reference_image", optional=True,
                                tooltip="Reference (face, object, logo, garment) placed left of the edit area."),
                 io.Image.Input("edit_image", optional=True,
@@ -55,7 +68,9 @@ class ACEPlusCanvas(io.ComfyNode):
                                       "edit everything."),
                 io.Image.Input("control_image", optional=True,
                                tooltip="Guidance under the mask for no_preprocess and the control tasks (a line "
-                                       "drawing, depth map, grayscale image, e.g. from a preprocessor node)."),
+                                       "drawing, depth map, grayscale image, e.g. from a preprocessor node). "
+                                       "Required by contour_repainting and depth_repainting; the other control "
+                                       "tasks derive it from the edit image when it is not connected."),
             ],
             outputs=[
                 io.Image.Output(display_name="canvas",
@@ -70,20 +85,30 @@ class ACEPlusCanvas(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, keep_pixels_rate=None, max_image_tokens=None) -> bool | str:
+    def validate_inputs(cls, keep_pixels_rate=None, max_image_tokens=None, canny_low_threshold=None,
+                        canny_high_threshold=None) -> bool | str:
         if keep_pixels_rate is not None and not (0.0 < keep_pixels_rate <= 1.0):
             return f"keep_pixels_rate must be in (0, 1]; got {keep_pixels_rate}."
         if max_image_tokens is not None and max_image_tokens < 1:
             return f"max_image_tokens must be positive; got {max_image_tokens}."
+        low = control.DEFAULT_CANNY_LOW if canny_low_threshold is None else canny_low_threshold
+        high = control.DEFAULT_CANNY_HIGH if canny_high_threshold is None else canny_high_threshold
+        if low > high:
+            return (f"canny_low_threshold ({low}) must not exceed canny_high_threshold ({high}); swap them "
+                    "(official 100 / 200).")
         return True
 
     @classmethod
     def execute(cls, layout, task, reference_mode, max_image_tokens, keep_pixels_rate, width, height,
-                reference_image=None, edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
+                canny_low_threshold=control.DEFAULT_CANNY_LOW, canny_high_threshold=control.DEFAULT_CANNY_HIGH,
+                mosaic_ratio=control.DEFAULT_MOSAIC_RATIO, reference_image=None, edit_image=None, edit_mask=None,
+                control_image=None) -> io.NodeOutput:
         mode = _AUTO_REFERENCE_MODE[layout] if reference_mode == "auto" else reference_mode
+        options = dict(low_threshold=canny_low_threshold, high_threshold=canny_high_threshold, ratio=mosaic_ratio)
         with user_errors("task"):
             r = core.build_canvas(layout, task, mode, reference_image, edit_image, edit_mask, max_image_tokens,
-                                  keep_pixels_rate, height, width, guidance=control_image, fit="exact")
+                                  keep_pixels_rate, height, width, guidance=control_image, fit="exact",
+                                  control_options=options, guidance_name="control_image")
         uc = r.uc_image if r.uc_image is not None else r.image
         c = r.c_image if r.c_image is not None else r.image
         return io.NodeOutput(r.image, uc, c, r.mask, r.geometry)

@@ -14,8 +14,14 @@ Geometry = io.Custom("ACE_PLUS_GEOMETRY")
 
 TASK_TOOLTIP = (
     "repainting: the masked area is blanked and generated from the prompt/reference. no_preprocess: the pixels "
-    "under the mask are guidance (a control image, a low-resolution image to refine). contour_repainting, "
-    "depth_repainting, recolorizing: guidance derived from the edit image (connect a control image)."
+    "under the mask are guidance (a control image, a low-resolution image to refine). Control tasks put guidance "
+    "under the mask: recolorizing derives it (grayscale) from the edit image, no download; contour_repainting and "
+    "depth_repainting need a line drawing / depth map connected to control_image (e.g. from a preprocessor node). "
+    "A connected control_image is used as the guidance by every task but repainting."
+)
+CANVAS_TASK_TOOLTIP = TASK_TOOLTIP + (
+    " canny_repainting (Canny edges, thresholds below) and mosaic_repainting (pixelated, mosaic_ratio) are derived "
+    "from the edit image too."
 )
 
 

@@ -44,6 +44,11 @@ def _common_inputs(with_keep_pixels: bool) -> list:
                        tooltip="Image to edit. Leave empty for reference-only generation."),
         io.Mask.Input("edit_mask", optional=True,
                       tooltip="1 where the edit image changes. Empty or LoadImage's 64x64 placeholder: edit all."),
+        # Not in the official node; optional and last, so saved workflows still load.
+        io.Image.Input("control_image", optional=True,
+                       tooltip="Guidance under the mask (a line drawing, depth map ..., e.g. from a preprocessor "
+                               "node). Required by contour_repainting and depth_repainting; recolorizing derives "
+                               "its own when it is not connected; no_preprocess uses it if connected."),
     ]
     return inputs
 
@@ -92,10 +97,11 @@ class ACEPlusLoraProcessor(io.ComfyNode):
 
     @classmethod
     def execute(cls, use_reference, height, width, task_type, max_seq_length, reference_image=None,
-                edit_image=None, edit_mask=None) -> io.NodeOutput:
+                edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
         with user_errors():
             r = core.official_processor("lora", reference_image, edit_image, edit_mask, use_reference, task_type,
-                                        height, width, max_seq_length)
+                                        height, width, max_seq_length, guidance=control_image,
+                                        guidance_name="control_image")
         return io.NodeOutput(r.image, r.mask, r.out_h, r.out_w, r.slice_w)
 
 
@@ -127,10 +133,11 @@ class ACEPlusFFTProcessor(io.ComfyNode):
 
     @classmethod
     def execute(cls, use_reference, height, width, task_type, keep_pixels_rate, max_seq_length,
-                reference_image=None, edit_image=None, edit_mask=None) -> io.NodeOutput:
+                reference_image=None, edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
         with user_errors():
             r = core.official_processor("fft", reference_image, edit_image, edit_mask, use_reference, task_type,
-                                        height, width, max_seq_length, keep_pixels_rate)
+                                        height, width, max_seq_length, keep_pixels_rate, guidance=control_image,
+                                        guidance_name="control_image")
         return io.NodeOutput(r.uc_image, r.c_image, r.mask, r.out_h, r.out_w, r.slice_w)
 
 
