@@ -38,7 +38,7 @@ __all__ = ["ContextSpec", "build_canvas_around_mask", "mask_crop_boxes"]
 class ContextSpec:
     """How much context around the mask the canvas keeps (see the module docstring)."""
 
-    margin_rel: float = 0.5  #: grow the mask box by this fraction of its own height/width on every side
+    margin_rel: float = 0.25  #: grow the mask box by this fraction of its own height/width on every side
     margin_px: int = 32  #: plus this many pixels on every side
     min_size: int = 384  #: the box is at least this many px on each side (when the image allows)
     upscale: bool = True  #: enlarge small crops so the canvas uses the budget
