@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .canvas import MAX_ASPECT_RATIO, CanvasResult, build_canvas
+from . import control
+from .canvas import GUIDED_TASKS, MAX_ASPECT_RATIO, CanvasResult, build_canvas
 from .geometry import plan_exact
 from .masks import batch_size_of, broadcast_batch, normalize_mask
 from .resize import resize_bilinear_aa
@@ -123,10 +124,14 @@ def build_canvas_around_mask(
     *,
     context: ContextSpec = ContextSpec(),  # noqa: B008 (frozen dataclass)
     guidance: torch.Tensor | None = None,
+    control_options: dict | None = None,
+    guidance_name: str = "guidance",
 ) -> CanvasResult:
     """:func:`.canvas.build_canvas` (exact fit) on the region around each item's mask, geometry in source pixels.
 
     Same arguments as ``build_canvas`` (an edit image is required: reference-only generation has nothing to crop).
+    Derived control guidance (canny, mosaic, gray) is computed on the whole edit image, then cropped, so it does not
+    depend on where the crop falls.
     """
     if edit_image is None:
         raise ValueError("edit_image is required to crop around the mask; disconnect crop_to_mask for reference-only")
@@ -139,14 +144,16 @@ def build_canvas_around_mask(
     crops = _crop(image, boxes)
     crop_masks = _crop(mask, boxes)
     crop_guidance = None
+    if guidance is None and task in GUIDED_TASKS and task not in control.EXTERNAL_TASKS:
+        guidance = control.derive_guidance(task, image, **(control_options or {}))
     if guidance is not None:
         g = guidance if guidance.ndim == 4 else guidance.unsqueeze(0)
         if tuple(g.shape[1:3]) != (src_h, src_w):
             raise ValueError(
-                f"control_image is {g.shape[2]}x{g.shape[1]} but edit_image is {src_w}x{src_h}; with crop_to_mask the "
-                "control image must have the edit image's size."
+                f"{guidance_name} is {g.shape[2]}x{g.shape[1]} but edit_image is {src_w}x{src_h}; with crop_to_mask "
+                f"the {guidance_name} must have the edit image's size."
             )
-        g = broadcast_batch(g, batch, "control_image", "edit_image")
+        g = broadcast_batch(g, batch, guidance_name, "edit_image")
         crop_guidance = _crop(g, boxes)
 
     box_h, box_w = boxes[0][2], boxes[0][3]
@@ -167,7 +174,8 @@ def build_canvas_around_mask(
                 crop_guidance = resize_bilinear_aa(crop_guidance.movedim(-1, 1)[:, :3], up).movedim(1, -1).clamp(0, 1)
 
     result = build_canvas(layout, task, reference_mode, reference_image, crops, crop_masks, max_image_tokens,
-                          keep_pixels_rate, guidance=crop_guidance, fit="exact")
+                          keep_pixels_rate, guidance=crop_guidance, fit="exact", control_options=control_options,
+                          guidance_name=guidance_name)
     return dataclasses.replace(result, geometry=tuple(
         _to_source(g, box, (int(crops.shape[1]), int(crops.shape[2])), (src_h, src_w))
         for g, box in zip(result.geometry, boxes)

@@ -6,9 +6,10 @@ import torch
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import canvas as core
-from ..ace_plus_core import control
+from ..ace_plus_core import control, stitch
+from ..ace_plus_core.crop import ContextSpec, build_canvas_around_mask
 from ..ace_plus_core.geometry import canvas_to_crop
-from .common import CANVAS_TASK_TOOLTIP, CATEGORY, Geometry, user_errors
+from .common import CANVAS_TASK_TOOLTIP, CATEGORY, Geometry
 
 REFERENCE_MODES = ("auto", "resize_to_height", "keep_pixels_pad")
 _AUTO_REFERENCE_MODE = {"lora": "resize_to_height", "fft": "keep_pixels_pad"}
@@ -24,9 +25,10 @@ class ACEPlusCanvas(io.ComfyNode):
             description=(
                 "Lays out the ACE++ canvas: optional reference on the left, the edit image (or a blank area for "
                 "reference-only generation) on the right, one mask, fitted to a budget of image tokens (16x16 px "
-                "each). When nothing needs downscaling the edit pixels are kept as they are (padded to a multiple "
-                "of 16, never resampled). The geometry output lets 'ACE++ Cut Back' return the result at the edit "
-                "image's own size."
+                "each). With crop_to_mask the canvas holds only the region around the mask (plus context), so the "
+                "whole budget renders the part that changes; 'ACE++ Stitch' then puts the result back into the "
+                "full-resolution photo. When nothing needs downscaling the edit pixels are kept as they are (padded "
+                "to a multiple of 16, never resampled)."
             ),
             inputs=[
                 io.Combo.Input("layout", options=["lora", "fft"], default="lora",
@@ -59,6 +61,21 @@ class ACEPlusCanvas(io.ComfyNode):
                              optional=True,
                              tooltip="mosaic_repainting only: downscale factor; the mosaic cells are about this many "
                                      "pixels wide (image size // ratio cells per side). Official: 64."),
+                io.Boolean.Input("crop_to_mask", default=True, optional=True,
+                                 tooltip="Build the canvas from the region around the mask only (local edits: face "
+                                         "swap, try-on, logo paste); connect ACE++ Stitch to return the full photo. "
+                                         "An empty mask uses the whole image."),
+                io.Float.Input("context_margin", default=0.25, min=0.0, max=4.0, step=0.05, optional=True,
+                               tooltip="crop_to_mask: context kept around the mask's box on each side, as a fraction "
+                                       "of the box's own size."),
+                io.Int.Input("context_pixels", default=32, min=0, max=4096, step=8, optional=True,
+                             tooltip="crop_to_mask: extra context in pixels on each side."),
+                io.Int.Input("min_crop_size", default=384, min=16, max=8192, step=16, optional=True,
+                             tooltip="crop_to_mask: the crop is at least this many pixels on each side (when the "
+                                     "image is that large), so small masks keep enough surroundings."),
+                io.Boolean.Input("upscale_crop", default=True, optional=True,
+                                 tooltip="crop_to_mask: enlarge a small crop (up to 4x) so the canvas uses the token "
+                                         "budget; the model then renders the masked region with more pixels."),
                 io.Image.Input("reference_image", optional=True,
                                tooltip="Reference (face, object, logo, garment) placed left of the edit area."),
                 io.Image.Input("edit_image", optional=True,
@@ -79,8 +96,8 @@ class ACEPlusCanvas(io.ComfyNode):
                 io.Image.Output(display_name="c_image", tooltip="FFT: gray except the guidance under the mask."),
                 io.Mask.Output(display_name="mask", tooltip="1 where the canvas is generated, 0 over the reference."),
                 Geometry.Output(display_name="geometry",
-                                tooltip="Where the edit area lies in the canvas, per batch item: connect to "
-                                        "ACE++ Cut Back."),
+                                tooltip="Where the edit area lies in the canvas and the photo, per batch item: "
+                                        "connect to ACE++ Stitch (or ACE++ Cut Back)."),
             ],
         )
 
@@ -101,11 +118,18 @@ class ACEPlusCanvas(io.ComfyNode):
     @classmethod
     def execute(cls, layout, task, reference_mode, max_image_tokens, keep_pixels_rate, width, height,
                 canny_low_threshold=control.DEFAULT_CANNY_LOW, canny_high_threshold=control.DEFAULT_CANNY_HIGH,
-                mosaic_ratio=control.DEFAULT_MOSAIC_RATIO, reference_image=None, edit_image=None, edit_mask=None,
-                control_image=None) -> io.NodeOutput:
+                mosaic_ratio=control.DEFAULT_MOSAIC_RATIO, crop_to_mask=True, context_margin=0.25,
+                context_pixels=32, min_crop_size=384, upscale_crop=True, reference_image=None, edit_image=None,
+                edit_mask=None, control_image=None) -> io.NodeOutput:
         mode = _AUTO_REFERENCE_MODE[layout] if reference_mode == "auto" else reference_mode
         options = dict(low_threshold=canny_low_threshold, high_threshold=canny_high_threshold, ratio=mosaic_ratio)
-        with user_errors("task"):
+        if crop_to_mask and edit_image is not None:
+            context = ContextSpec(margin_rel=context_margin, margin_px=context_pixels, min_size=min_crop_size,
+                                  upscale=upscale_crop)
+            r = build_canvas_around_mask(layout, task, mode, reference_image, edit_image, edit_mask,
+                                         max_image_tokens, keep_pixels_rate, context=context, guidance=control_image,
+                                         control_options=options, guidance_name="control_image")
+        else:
             r = core.build_canvas(layout, task, mode, reference_image, edit_image, edit_mask, max_image_tokens,
                                   keep_pixels_rate, height, width, guidance=control_image, fit="exact",
                                   control_options=options, guidance_name="control_image")
@@ -148,4 +172,45 @@ class ACEPlusCutBack(io.ComfyNode):
         return io.NodeOutput(torch.cat(parts, dim=0))
 
 
-NODES = (ACEPlusCanvas, ACEPlusCutBack)
+class ACEPlusStitch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ACEPlusStitch",
+            display_name="ACE++ Stitch",
+            category=CATEGORY,
+            description=(
+                "Puts the generated area back into the original full-resolution edit image: cuts it out of the "
+                "decoded canvas at the exact boundary, scales it back to its box in the photo and blends it in "
+                "through the mask, grown and feathered. Pixels outside the grown + feathered mask are the original "
+                "ones, unchanged. For reference-only generation it returns the generated image."
+            ),
+            inputs=[
+                io.Image.Input("image", tooltip="The decoded canvas (VAE Decode of the sampled latent)."),
+                Geometry.Input("geometry", tooltip="The geometry output of the ACE++ Canvas that made this canvas."),
+                io.Image.Input("original_image", optional=True,
+                               tooltip="The edit image that went into ACE++ Canvas (full resolution)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="The edit mask that went into ACE++ Canvas; where the result is blended in. "
+                                      "Not connected: the whole crop is replaced."),
+                io.Int.Input("grow_mask_px", default=8, min=0, max=1024, step=1,
+                             tooltip="Grow the mask by this many pixels before blending (covers seams at its edge)."),
+                io.Int.Input("feather_px", default=16, min=0, max=1024, step=1,
+                             tooltip="Blend over this many pixels outside the grown mask (soft transition)."),
+                io.Boolean.Input("color_match", default=False,
+                                 tooltip="Match the generated area's colour statistics to the untouched context "
+                                         "around it before blending (removes colour shifts at the seam)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="image", tooltip="The original image with the edit stitched in."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, geometry, grow_mask_px, feather_px, color_match, original_image=None,
+                mask=None) -> io.NodeOutput:
+        return io.NodeOutput(stitch.stitch(image, geometry, original_image, mask, grow_mask_px, feather_px,
+                                           color_match))
+
+
+NODES = (ACEPlusCanvas, ACEPlusStitch, ACEPlusCutBack)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from comfy_api.v0_0_2 import io
 
 CATEGORY = "ACE++"
@@ -23,12 +21,3 @@ CANVAS_TASK_TOOLTIP = TASK_TOOLTIP + (
     " canny_repainting (Canny edges, thresholds below) and mosaic_repainting (pixelated, mosaic_ratio) are derived "
     "from the edit image too."
 )
-
-
-@contextlib.contextmanager
-def user_errors(task_input: str = "task_type"):
-    """Report core 'not available' conditions as ValueErrors that name the input to change or connect."""
-    try:
-        yield
-    except NotImplementedError as exc:
-        raise ValueError(f"{task_input}: {exc}") from exc

@@ -11,7 +11,7 @@ from __future__ import annotations
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import canvas as core
-from .common import CATEGORY, TASK_TOOLTIP, user_errors
+from .common import CATEGORY, TASK_TOOLTIP
 
 # Widget ranges: as official, with the official defects fixed (step 16 for max_seq_length, a max that is a multiple
 # of 16 and still admits the official 1436 saved in old workflows).
@@ -98,10 +98,9 @@ class ACEPlusLoraProcessor(io.ComfyNode):
     @classmethod
     def execute(cls, use_reference, height, width, task_type, max_seq_length, reference_image=None,
                 edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
-        with user_errors():
-            r = core.official_processor("lora", reference_image, edit_image, edit_mask, use_reference, task_type,
-                                        height, width, max_seq_length, guidance=control_image,
-                                        guidance_name="control_image")
+        r = core.official_processor("lora", reference_image, edit_image, edit_mask, use_reference, task_type,
+                                    height, width, max_seq_length, guidance=control_image,
+                                    guidance_name="control_image")
         return io.NodeOutput(r.image, r.mask, r.out_h, r.out_w, r.slice_w)
 
 
@@ -134,10 +133,9 @@ class ACEPlusFFTProcessor(io.ComfyNode):
     @classmethod
     def execute(cls, use_reference, height, width, task_type, keep_pixels_rate, max_seq_length,
                 reference_image=None, edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
-        with user_errors():
-            r = core.official_processor("fft", reference_image, edit_image, edit_mask, use_reference, task_type,
-                                        height, width, max_seq_length, keep_pixels_rate, guidance=control_image,
-                                        guidance_name="control_image")
+        r = core.official_processor("fft", reference_image, edit_image, edit_mask, use_reference, task_type,
+                                    height, width, max_seq_length, keep_pixels_rate, guidance=control_image,
+                                    guidance_name="control_image")
         return io.NodeOutput(r.uc_image, r.c_image, r.mask, r.out_h, r.out_w, r.slice_w)
 
 

@@ -22,6 +22,7 @@ OFFICIAL_NODE_IDS = {
 EXPECTED_NODE_IDS = {
     "ACEPlusCanvas",
     "ACEPlusCutBack",
+    "ACEPlusStitch",
     "ACEPlusCanvasConditioning",
     "ACEPlusLoraProcessor",
     "ACEPlusFFTProcessor",

@@ -96,8 +96,8 @@ def test_canvas_node_and_cut_back_return_the_edit_size(comfy_host, tiny_models, 
     ref_img = g.add("LoadImage", image=ref)
     edit_img = g.add("LoadImage", image=edit)
     cv = g.add("ACEPlusCanvas", layout="lora", task="repainting", reference_mode="auto", max_image_tokens=4096,
-               keep_pixels_rate=0.8, width=1024, height=1024, reference_image=ref_img[0], edit_image=edit_img[0],
-               edit_mask=edit_img[1])
+               keep_pixels_rate=0.8, width=1024, height=1024, crop_to_mask=False, reference_image=ref_img[0],
+               edit_image=edit_img[0], edit_mask=edit_img[1])
     cond = g.add("ACEPlusLoraConditioning", positive=text[0], negative=text[0], vae=vae[0], pixels=cv[0],
                  mask=cv[3], noise_mask=True)
     samples = sampler(g, model[0], cond[0], cond[1], cond[2])
@@ -193,3 +193,42 @@ def test_canvas_conditioning_refuses_a_layout_mismatch(comfy_host, tiny_models, 
     message = str(err.value)
     assert needle in message and f"layout '{layout}'" in message
     assert "mat1 and mat2" not in message
+
+
+def test_crop_to_mask_and_stitch_return_the_full_photo_with_unmasked_pixels_untouched(comfy_host, tiny_models, probe):
+    """A local edit on a large photo: the canvas holds the region around the mask, Stitch returns the whole photo."""
+    from tools_images import noise_png
+
+    hole = (300, 420, 90, 70)  # top, left, h, w
+    edit = noise_png(comfy_host.input_dir / "big_photo.png", 1000, 750, hole=hole, seed=3)
+    ref = solid_png(comfy_host.input_dir / "st_ref.png", 120, 160, (250, 200, 10))
+    g = Graph()
+    model = g.add("UNETLoader", unet_name="tiny_flux_fill.safetensors", weight_dtype="default")
+    text = clip_l_text(g, "a golden badge")
+    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    ref_img = g.add("LoadImage", image=ref)
+    edit_img = g.add("LoadImage", image=edit)
+    cv = g.add("ACEPlusCanvas", layout="lora", task="repainting", reference_mode="auto", max_image_tokens=1024,
+               keep_pixels_rate=0.8, width=1024, height=1024, crop_to_mask=True, reference_image=ref_img[0],
+               edit_image=edit_img[0], edit_mask=edit_img[1])
+    cond = g.add("ACEPlusCanvasConditioning", model=model[0], positive=text[0], negative=text[0], vae=vae[0],
+                 uc_image=cv[1], c_image=cv[2], mask=cv[3], geometry=cv[4], noise_mask=True)
+    samples = sampler(g, cond[0], cond[1], cond[2], cond[3])
+    decoded = g.add("VAEDecode", samples=samples[0], vae=vae[0])
+    out = g.add("ACEPlusStitch", image=decoded[0], geometry=cv[4], original_image=edit_img[0], mask=edit_img[1],
+                grow_mask_px=4, feather_px=8, color_match=True)
+    g.add("SaveImage", images=out[0], filename_prefix="stitched")
+    g.add("ACEPlusTestOnlyProbe", label="st_canvas", image=cv[0])
+    result = comfy_host.run(g.prompt())
+    (path,) = result.image_paths(comfy_host.output_dir)
+    saved = np.asarray(Image.open(path))
+    src = np.asarray(Image.open(comfy_host.input_dir / edit))[..., :3]
+    assert saved.shape == src.shape == (750, 1000, 3)
+    t, lf, h, w = hole
+    reach = 4 + 8  # grow + feather
+    outside = np.ones((750, 1000), bool)
+    outside[max(t - reach, 0) : t + h + reach, max(lf - reach, 0) : lf + w + reach] = False
+    assert np.array_equal(saved[outside], src[outside])
+    assert not np.array_equal(saved[t : t + h, lf : lf + w], src[t : t + h, lf : lf + w])
+    canvas = probe("st_canvas")
+    assert canvas.shape[1] * canvas.shape[2] // 256 <= 1024
