@@ -8,6 +8,14 @@ bash tools/setup_host.sh
 host=${ACE_HOST_DIR:-$HOME/.cache/ace-plus-host}
 py=$host/venv/bin/python
 
+echo "== browser test dependencies (Debian chromium, playwright-core from npm; no browser download)"
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if command -v npm >/dev/null; then
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 echo "== ruff"
 "$py" -m ruff check .
 echo "== comfy node validate"
