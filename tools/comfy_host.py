@@ -154,6 +154,46 @@ class ComfyHost:
             if getattr(cls, "RELATIVE_PYTHON_MODULE", None) == suffix
         )
 
+    def object_info(self) -> dict[str, dict]:
+        """What ComfyUI's ``GET /object_info`` returns, built in-process the way server.py builds it.
+
+        V3 nodes describe themselves (``GET_NODE_INFO_V1``); V1 nodes are read from ``INPUT_TYPES`` and their
+        class attributes. A node whose description fails is left out, as the server does (it only logs).
+        """
+        import folder_paths
+        from comfy_api.internal import _ComfyNodeInternal
+
+        nodes = self._nodes
+
+        def node_info(node_class: str) -> dict:
+            cls = nodes.NODE_CLASS_MAPPINGS[node_class]
+            if issubclass(cls, _ComfyNodeInternal):
+                return cls.GET_NODE_INFO_V1()
+            types = cls.INPUT_TYPES()
+            info = {
+                "input": types,
+                "input_order": {key: list(value.keys()) for key, value in cls.INPUT_TYPES().items()},
+                "output": cls.RETURN_TYPES,
+                "output_is_list": getattr(cls, "OUTPUT_IS_LIST", [False] * len(cls.RETURN_TYPES)),
+                "output_name": getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES),
+                "name": node_class,
+                "display_name": nodes.NODE_DISPLAY_NAME_MAPPINGS.get(node_class, node_class),
+                "description": getattr(cls, "DESCRIPTION", ""),
+                "python_module": getattr(cls, "RELATIVE_PYTHON_MODULE", "nodes"),
+                "category": getattr(cls, "CATEGORY", "sd"),
+                "output_node": getattr(cls, "OUTPUT_NODE", False) is True,
+            }
+            return info
+
+        out = {}
+        with folder_paths.cache_helper:
+            for name in nodes.NODE_CLASS_MAPPINGS:
+                try:
+                    out[name] = node_info(name)
+                except Exception:  # as the server: one broken node must not hide the others
+                    logging.exception("object_info: node %s failed to describe itself", name)
+        return out
+
     @property
     def output_dir(self) -> Path:
         return Path(self.folder_paths.get_output_directory())
