@@ -133,7 +133,8 @@ def _without_meta(prompt: dict) -> dict:
 def browser_results(server, tmp_path_factory):
     url, _ = server
     files = _example_workflows() + (sorted(OFFICIAL.glob("*.json")) if OFFICIAL.is_dir() else [])
-    assert files, "no UI-format workflows found"
+    if not files:
+        pytest.skip("no UI-format workflows found (examples not generated, official ones not beside the repo)")
     out = tmp_path_factory.mktemp("browser_out")
     results = _run_browser(url, out, files)
     if os.environ.get("ACE_UPDATE_SCREENSHOTS"):

@@ -75,7 +75,7 @@ def test_every_task_runs_in_a_graph_with_sockets_blocked(comfy_host, images, pro
         ctl = {"control_image": lines[0]} if task in control.EXTERNAL_TASKS else {}
         cv = g.add("ACEPlusCanvas", layout="fft", task=task, reference_mode="auto", max_image_tokens=4096,
                    keep_pixels_rate=0.8, width=1024, height=1024, canny_low_threshold=50, canny_high_threshold=150,
-                   mosaic_ratio=16, edit_image=edit[0], edit_mask=edit[1], **ctl)
+                   mosaic_ratio=16, crop_to_mask=False, edit_image=edit[0], edit_mask=edit[1], **ctl)
         g.add("ACEPlusTestOnlyProbe", label=f"canvas_{task}", image=cv[2])  # C: the guidance under the mask
     for task in TASKS:
         ctl = {"control_image": lines[0]} if task in control.EXTERNAL_TASKS else {}
@@ -115,8 +115,8 @@ def test_contour_with_an_external_control_image_runs_end_to_end(comfy_host, tiny
     edit = g.add("LoadImage", image=images["edit"])
     lines = g.add("LoadImage", image=images["lines"])  # stands in for any lineart preprocessor node
     cv = g.add("ACEPlusCanvas", layout="lora", task="contour_repainting", reference_mode="auto",
-               max_image_tokens=4096, keep_pixels_rate=0.8, width=1024, height=1024, edit_image=edit[0],
-               edit_mask=edit[1], control_image=lines[0])
+               max_image_tokens=4096, keep_pixels_rate=0.8, width=1024, height=1024, crop_to_mask=False,
+               edit_image=edit[0], edit_mask=edit[1], control_image=lines[0])
     cond = g.add("ACEPlusLoraConditioning", positive=text[0], negative=text[0], vae=vae[0], pixels=cv[0],
                  mask=cv[3], noise_mask=True)
     samples = sampler(g, model[0], cond[0], cond[1], cond[2])

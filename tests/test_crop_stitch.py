@@ -196,3 +196,21 @@ def test_stitch_refuses_another_original():
     result = build_canvas("lora", "repainting", "resize_to_height", None, image, None, 4096)
     with pytest.raises(ValueError, match="original_image is 81x64"):
         stitch(result.image, result.geometry, torch.rand(1, 64, 81, 3), None)
+
+
+def test_derived_guidance_is_computed_on_the_whole_image_then_cropped():
+    """canny/mosaic grids depend on the image size: with crop_to_mask they must match the whole-image guidance."""
+    from ace_plus_core import control
+
+    image = _image(200, 260, 5)
+    mask = _rect_mask(200, 260, (60, 80, 50, 70))
+    spec = ContextSpec(margin_rel=0.2, margin_px=8, min_size=32, upscale=False)
+    for task, expected in (("mosaic_repainting", control.mosaic_repainting(image, 16)),
+                           ("canny_repainting", control.canny_repainting(image, 100, 200))):
+        r = build_canvas_around_mask("fft", task, "keep_pixels_pad", None, image, mask, 1e9, context=spec,
+                                     control_options={"ratio": 16})
+        g = r.geometry[0]
+        c_area = canvas_to_crop(r.c_image, g)[0]
+        sub_mask = mask[0, g.crop_top : g.crop_top + g.crop_h, g.crop_left : g.crop_left + g.crop_w] > 0.5
+        want = expected[0, g.crop_top : g.crop_top + g.crop_h, g.crop_left : g.crop_left + g.crop_w]
+        assert torch.allclose(c_area[sub_mask], want[sub_mask], atol=1e-6), task
