@@ -1,0 +1,1095 @@
+"""The example workflows, written once in Python and saved as the UI-format JSON ComfyUI's frontend loads.
+
+    ~/.cache/ace-plus-host/venv/bin/python tools/make_examples.py [--photos SKIMAGE_WHEEL_OR_DIR]
+
+Each example is an API graph (the same node/inputs shape as ``tests/graphs.py``) plus a column for every node.
+:func:`to_ui` turns it into the workflow JSON the frontend saves (``nodes``, ``links``, ``groups``,
+``widgets_values`` in each node definition's widget order, ...), using the node definitions (object_info) of the
+in-process ComfyUI that ``tools/comfy_host.py`` boots, so the files always match the nodes they name. Running the
+script rewrites every file under ``workflow_example_lora/`` and ``workflow_example_fft/`` deterministically;
+``tests/test_examples.py`` checks that the committed files equal what it generates.
+
+Inputs: the masks, the logo and the garment are drawn here (written only when their pixels change). The photos
+come from scikit-image's sample data (public domain / CC0): pass ``--photos`` the scikit-image wheel
+(``pip download --no-deps scikit-image``) or a folder holding its ``astronaut.png``, ``chelsea.png`` and
+``coffee.png`` to (re)write them; without it the committed photos are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import re
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+LORA_DIR = REPO / "workflow_example_lora"
+FFT_DIR = REPO / "workflow_example_fft"
+
+# --------------------------------------------------------------------------------------------------
+# Models: the published file names, where ComfyUI looks for them, where to download them.
+# --------------------------------------------------------------------------------------------------
+
+FILL = "flux1-fill-dev.safetensors"
+FFT = "ace_plus_fft.safetensors"
+PORTRAIT_LORA = "comfyui_portrait_lora64.safetensors"
+SUBJECT_LORA = "comfyui_subject_lora16.safetensors"
+LOCAL_LORA = "comfyui_local_lora16.safetensors"
+VAE = "ae.safetensors"
+CLIP_L = "clip_l.safetensors"
+T5 = "t5xxl_fp16.safetensors"
+REDUX = "flux1-redux-dev.safetensors"
+SIGCLIP = "sigclip_vision_patch14_384.safetensors"
+
+ACE_REPO = "huggingface.co/ali-vilab/ACE_Plus"
+MODEL_SOURCES = {
+    FILL: "huggingface.co/black-forest-labs/FLUX.1-Fill-dev (accept the licence there first)",
+    FFT: ACE_REPO,
+    PORTRAIT_LORA: f"{ACE_REPO}, folder portrait/",
+    SUBJECT_LORA: f"{ACE_REPO}, folder subject/",
+    LOCAL_LORA: f"{ACE_REPO}, folder local_editing/",
+    VAE: "huggingface.co/black-forest-labs/FLUX.1-Fill-dev (the FLUX VAE)",
+    CLIP_L: "huggingface.co/comfyanonymous/flux_text_encoders",
+    T5: "huggingface.co/comfyanonymous/flux_text_encoders",
+    REDUX: "huggingface.co/black-forest-labs/FLUX.1-Redux-dev",
+    SIGCLIP: "huggingface.co/Comfy-Org/sigclip_vision_384",
+}
+# (node type, input name) -> the ComfyUI models/ folder that input's file is read from.
+MODEL_INPUTS = {
+    ("UNETLoader", "unet_name"): "diffusion_models",
+    ("ACEPlusLoader", "unet_name"): "diffusion_models",
+    ("LoraLoaderModelOnly", "lora_name"): "loras",
+    ("ACEPlusLoraLoader", "lora_name"): "loras",
+    ("VAELoader", "vae_name"): "vae",
+    ("DualCLIPLoader", "clip_name1"): "text_encoders",
+    ("DualCLIPLoader", "clip_name2"): "text_encoders",
+    ("StyleModelLoader", "style_model_name"): "style_models",
+    ("CLIPVisionLoader", "clip_name"): "clip_vision",
+}
+
+# Official defaults (ACE++ example workflows).
+STEPS = 28
+GUIDANCE = 50.0
+SEED = 42
+TOKENS = 4096  # ACE++ Canvas budget: a 1024x1024 canvas
+
+# Frontend-only node types: saved in the UI file, never sent to the server.
+VIRTUAL_NODES = ("Note", "MarkdownNote")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+SEED_INPUTS = ("seed", "noise_seed")
+
+# --------------------------------------------------------------------------------------------------
+# Node definitions (object_info), computed from the live registry as ComfyUI's server does.
+# --------------------------------------------------------------------------------------------------
+
+
+def node_info(node_type: str, mappings: dict | None = None) -> dict:
+    """The ``/object_info`` entry of one node type (V3 nodes: ``GET_NODE_INFO_V1``; classic nodes: from
+    ``INPUT_TYPES``/``RETURN_TYPES``/``RETURN_NAMES``, as ``server.py`` builds it)."""
+    if mappings is None:
+        import nodes
+
+        mappings = nodes.NODE_CLASS_MAPPINGS
+    cls = mappings[node_type]
+    if hasattr(cls, "GET_NODE_INFO_V1"):
+        return cls.GET_NODE_INFO_V1()
+    inputs = cls.INPUT_TYPES()
+    return {
+        "input": inputs,
+        "input_order": {key: list(value.keys()) for key, value in inputs.items()},
+        "output": list(cls.RETURN_TYPES),
+        "output_name": list(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES),
+        "name": node_type,
+        "python_module": getattr(cls, "RELATIVE_PYTHON_MODULE", "nodes"),
+    }
+
+
+def object_info(node_types=None) -> dict[str, dict]:
+    """object_info of ``node_types`` (default: every registered node) from the booted ComfyUI."""
+    import nodes
+
+    names = sorted(nodes.NODE_CLASS_MAPPINGS) if node_types is None else sorted(set(node_types))
+    return {name: node_info(name) for name in names if name in nodes.NODE_CLASS_MAPPINGS}
+
+
+@dataclasses.dataclass(frozen=True)
+class InputDef:
+    name: str
+    type: str  # "INT", "COMBO", "IMAGE", ...
+    options: dict
+    optional: bool
+
+    @property
+    def is_widget(self) -> bool:
+        return self.type in WIDGET_TYPES and not self.options.get("forceInput", False)
+
+    @property
+    def has_control(self) -> bool:
+        """INT seeds get the frontend's extra "control_after_generate" widget right after them (the flag, or when
+        it is absent the names seed/noise_seed, as the frontend decides)."""
+        flag = self.options.get("control_after_generate")
+        return self.type == "INT" and (bool(flag) if flag is not None else self.name in SEED_INPUTS)
+
+    def default(self) -> Any:
+        if "default" in self.options:
+            return self.options["default"]
+        if self.type == "COMBO":
+            choices = self.options.get("options") or []
+            return choices[0] if choices else None
+        return {"STRING": "", "BOOLEAN": False}.get(self.type)
+
+
+def input_defs(info: dict) -> list[InputDef]:
+    """Inputs in the frontend's order: required, then optional (hidden inputs are not shown)."""
+    out = []
+    order = info.get("input_order") or {k: list(v) for k, v in info["input"].items()}
+    for section in ("required", "optional"):
+        specs = info["input"].get(section) or {}
+        for name in order.get(section, list(specs)):
+            spec = specs[name]
+            raw_type = spec[0]
+            options = dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if isinstance(raw_type, (list, tuple)):
+                options.setdefault("options", list(raw_type))
+                raw_type = "COMBO"
+            out.append(InputDef(name, raw_type, options, section == "optional"))
+    return out
+
+
+def has_upload_widget(info: dict) -> bool:
+    """LoadImage-style nodes: the frontend adds an upload button widget (saved as "image") after the others."""
+    return any(d.options.get("image_upload") for d in input_defs(info))
+
+
+# --------------------------------------------------------------------------------------------------
+# The builder
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Out:
+    node: int
+    slot: int
+
+
+@dataclasses.dataclass
+class Node:
+    id: int
+    type: str
+    inputs: dict[str, Any]
+    col: int
+    title: str | None = None
+    color: str | None = None  # a key of COLORS
+
+    def __getitem__(self, slot: int) -> Out:
+        return Out(self.id, slot)
+
+
+COLORS = {  # the frontend's palette: (color, bgcolor)
+    "yellow": ("#432", "#653"),  # the Note
+    "green": ("#232", "#353"),  # what to change: images, prompt
+    "blue": ("#223", "#335"),  # the ACE++ nodes
+}
+
+
+@dataclasses.dataclass
+class Workflow:
+    """One example: nodes with API inputs (values or ``Out`` links), a column each, and a Note."""
+
+    path: str  # relative to the repository, without ".json"
+    title: str
+    columns: dict[int, str]  # column -> group title
+    nodes: list[Node] = dataclasses.field(default_factory=list)
+    api_export: bool = False
+
+    def add(self, node_type: str, col: int, *, title: str | None = None, color: str | None = None,
+            **inputs) -> Node:
+        node = Node(len(self.nodes) + 1, node_type, inputs, col, title, color)
+        self.nodes.append(node)
+        return node
+
+    def note(self, text: str) -> Node:
+        return self.add("Note", 0, title="Read me", color="yellow", text=text)
+
+    def node(self, node_id: int) -> Node:
+        return self.nodes[node_id - 1]
+
+    def model_files(self) -> list[tuple[str, str]]:
+        """(folder, file name) of every model file the graph loads, in node order."""
+        out = []
+        for n in self.nodes:
+            for (node_type, key), folder in MODEL_INPUTS.items():
+                if n.type == node_type and key in n.inputs and (folder, n.inputs[key]) not in out:
+                    out.append((folder, n.inputs[key]))
+        return out
+
+    def image_files(self) -> list[str]:
+        return [n.inputs["image"] for n in self.nodes if n.type in ("LoadImage", "LoadImageMask")]
+
+
+def _check_node(wf: Workflow, node: Node, info: dict[str, dict]) -> None:
+    """Input names, link types and combo values against the node definitions: a typo fails here, not in ComfyUI."""
+    defs = {d.name: d for d in input_defs(info[node.type])}
+    for name, value in node.inputs.items():
+        if name not in defs:
+            raise ValueError(f"{wf.path}: node {node.id} {node.type} has no input {name!r}; it has {sorted(defs)}")
+        d = defs[name]
+        if isinstance(value, Out):
+            src = wf.node(value.node)
+            out_type = info[src.type]["output"][value.slot]
+            if d.type != out_type and "*" not in (d.type, out_type):
+                raise ValueError(f"{wf.path}: {src.type} output {value.slot} ({out_type}) -> {node.type}.{name} "
+                                 f"({d.type})")
+        elif not d.is_widget:
+            raise ValueError(f"{wf.path}: {node.type}.{name} is a {d.type} socket; connect it, do not set a value")
+        elif d.type == "COMBO" and value not in d.options.get("options", [value]) and not _is_file_combo(d):
+            raise ValueError(f"{wf.path}: {node.type}.{name}={value!r} is not one of {d.options.get('options')}")
+    for d in defs.values():
+        if not d.optional and d.name not in node.inputs and (not d.is_widget or d.default() is None):
+            raise ValueError(f"{wf.path}: node {node.id} {node.type} needs {d.name!r}")
+
+
+def _is_file_combo(d: InputDef) -> bool:
+    # File lists (models, input images) depend on the machine; any name is accepted here.
+    return d.name in {k for _, k in MODEL_INPUTS} or bool(d.options.get("image_upload"))
+
+
+def _prepare(wf: Workflow, info: dict[str, dict]) -> None:
+    for node in wf.nodes:
+        if node.type in VIRTUAL_NODES:
+            continue
+        if node.type not in info:
+            raise ValueError(f"{wf.path}: node type {node.type} is not registered in this ComfyUI")
+        _check_node(wf, node, info)
+
+
+def escape_dynamic_prompt(text: str) -> str:
+    """How a literal text is saved in a ``dynamicPrompts`` STRING widget (CLIPTextEncode's text).
+
+    When it queues, the frontend replaces every ``{a|b}`` by one option at random and drops ``//`` comments, so
+    ACE++'s ``{image}`` would be sent as ``image``; escaped as ``\\{image\\}`` it is sent as ``{image}``."""
+    if "//" in text or "/*" in text:
+        raise ValueError(f"the frontend strips comments ('//', '/*') from prompts: {text!r}")
+    return re.sub(r"([{}|])", r"\\\1", text)
+
+
+def _widget_values(node: Node, info: dict) -> list:
+    values = []
+    for d in input_defs(info):
+        if not d.is_widget:
+            continue
+        value = node.inputs.get(d.name)
+        value = d.default() if value is None or isinstance(value, Out) else value
+        if d.type == "STRING" and d.options.get("dynamicPrompts") and isinstance(value, str):
+            value = escape_dynamic_prompt(value)
+        values.append(value)
+        if d.has_control:
+            values.append("fixed")
+    if has_upload_widget(info):
+        values.append("image")
+    return values
+
+
+def to_api(wf: Workflow, info: dict[str, dict]) -> dict[str, dict]:
+    """The API graph (what the frontend's graphToPrompt sends): every widget value, then the links."""
+    _prepare(wf, info)
+    prompt = {}
+    for node in wf.nodes:
+        if node.type in VIRTUAL_NODES:
+            continue
+        inputs: dict[str, Any] = {}
+        defs = input_defs(info[node.type])
+        for d in defs:
+            if d.is_widget:
+                value = node.inputs.get(d.name, d.default())
+                inputs[d.name] = [str(value.node), value.slot] if isinstance(value, Out) else value
+        for d in defs:
+            value = node.inputs.get(d.name)
+            if not d.is_widget and isinstance(value, Out):
+                inputs[d.name] = [str(value.node), value.slot]
+        prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs}
+    return prompt
+
+
+# --------------------------------------------------------------------------------------------------
+# UI format: sizes, layout, links
+# --------------------------------------------------------------------------------------------------
+
+TITLE_H = 30  # LiteGraph's title bar, drawn above a node's pos
+SLOT_H = 20
+WIDGET_H = 24
+COL_GAP = 70
+ROW_GAP = 40
+GROUP_PAD = 14
+GROUP_TITLE_H = 40
+TOP = TITLE_H + GROUP_TITLE_H + GROUP_PAD + 10
+NOTE_W = 460
+WIDTHS = {"CLIPTextEncode": 400, "ACEPlusCanvas": 340, "ACEPlusCanvasConditioning": 340, "SaveImage": 360,
+          "ACEPlusStitch": 315, "KSampler": 315}
+MIN_HEIGHTS = {"LoadImage": 330, "LoadImageMask": 330, "SaveImage": 380}
+
+
+def _note_height(text: str) -> int:
+    chars_per_line = (NOTE_W - 20) // 7
+    lines = sum(max(1, math.ceil(len(line) / chars_per_line)) for line in text.split("\n"))
+    return 40 + 17 * lines
+
+
+def _node_size(node: Node, info: dict | None, n_in_sockets: int, n_outputs: int) -> list[int]:
+    if info is None:  # a Note
+        return [NOTE_W, _note_height(node.inputs["text"])]
+    height = max(n_in_sockets, n_outputs, 1) * SLOT_H + 12
+    for d in input_defs(info):
+        if d.is_widget:
+            height += 100 if d.options.get("multiline") else WIDGET_H
+            if d.has_control:
+                height += WIDGET_H
+    if has_upload_widget(info):
+        height += WIDGET_H
+    height = max(height, MIN_HEIGHTS.get(node.type, 0))
+    return [WIDTHS.get(node.type, 315), height]
+
+
+def _topological_order(wf: Workflow) -> dict[int, int]:
+    """Execution order as LiteGraph computes it: a node after everything it reads from (ties: by id)."""
+    deps = {n.id: {v.node for v in n.inputs.values() if isinstance(v, Out)} for n in wf.nodes}
+    order: dict[int, int] = {}
+    while len(order) < len(wf.nodes):
+        ready = [i for i, d in sorted(deps.items()) if i not in order and d <= set(order)]
+        if not ready:
+            raise ValueError(f"{wf.path}: the graph has a cycle")
+        for i in ready:
+            order[i] = len(order)
+    return order
+
+
+def to_ui(wf: Workflow, info: dict[str, dict]) -> dict:
+    """The UI-format workflow (what the frontend's "Save" writes), laid out in columns left to right."""
+    _prepare(wf, info)
+    order = _topological_order(wf)
+    links: list[list] = []
+    out_links: dict[tuple[int, int], list[int]] = {}
+    in_entries: dict[int, list[dict]] = {}
+    for node in wf.nodes:  # links numbered in node order, then input order
+        entries = []
+        if node.type not in VIRTUAL_NODES:
+            defs = input_defs(info[node.type])
+            sockets = [d for d in defs if not d.is_widget]
+            linked_widgets = [d for d in defs if d.is_widget and isinstance(node.inputs.get(d.name), Out)]
+            for d in sockets + linked_widgets:
+                value = node.inputs.get(d.name)
+                link_id = None
+                if isinstance(value, Out):
+                    link_id = len(links) + 1
+                    src_type = info[wf.node(value.node).type]["output"][value.slot]
+                    links.append([link_id, value.node, value.slot, node.id, len(entries), src_type])
+                    out_links.setdefault((value.node, value.slot), []).append(link_id)
+                entry: dict[str, Any] = {"name": d.name, "type": d.type, "link": link_id}
+                if d.is_widget:
+                    entry["widget"] = {"name": d.name}
+                if d.optional and not d.is_widget:
+                    entry["shape"] = 7
+                entries.append(entry)
+        in_entries[node.id] = entries
+
+    # Sizes, then columns: x from the widest node of each column to its left, nodes stacked top down.
+    sizes = {}
+    for node in wf.nodes:
+        ni = info.get(node.type) if node.type not in VIRTUAL_NODES else None
+        n_out = len(ni["output"]) if ni else 0
+        sizes[node.id] = _node_size(node, ni, len(in_entries[node.id]), n_out)
+    cols = sorted({n.col for n in wf.nodes})
+    col_x, x = {}, 0
+    for c in cols:
+        col_x[c] = x
+        x += max(sizes[n.id][0] for n in wf.nodes if n.col == c) + COL_GAP
+    pos, col_y = {}, dict.fromkeys(cols, TOP)
+    for node in wf.nodes:
+        pos[node.id] = [col_x[node.col], col_y[node.col]]
+        col_y[node.col] += sizes[node.id][1] + TITLE_H + ROW_GAP
+
+    ui_nodes = []
+    for node in wf.nodes:
+        entry: dict[str, Any] = {"id": node.id, "type": node.type, "pos": pos[node.id], "size": sizes[node.id],
+                                 "flags": {}, "order": order[node.id], "mode": 0, "inputs": in_entries[node.id]}
+        if node.type in VIRTUAL_NODES:
+            entry["outputs"] = []
+            entry["properties"] = {}
+            entry["widgets_values"] = [node.inputs["text"]]
+        else:
+            ni = info[node.type]
+            outputs = []
+            for slot, (name, out_type) in enumerate(zip(ni["output_name"], ni["output"], strict=True)):
+                ids = out_links.get((node.id, slot))
+                out = {"name": name, "type": out_type, "links": ids}
+                if ids:
+                    out["slot_index"] = slot
+                outputs.append(out)
+            entry["outputs"] = outputs
+            entry["properties"] = {"Node name for S&R": node.type}
+            entry["widgets_values"] = _widget_values(node, ni)
+        if node.title:
+            entry["title"] = node.title
+        if node.color:
+            entry["color"], entry["bgcolor"] = COLORS[node.color]
+        ui_nodes.append(entry)
+
+    groups = []
+    for c in cols:
+        members = [n for n in wf.nodes if n.col == c]
+        if c not in wf.columns:
+            continue
+        x0 = min(pos[n.id][0] for n in members) - GROUP_PAD
+        y0 = min(pos[n.id][1] for n in members) - TITLE_H - GROUP_TITLE_H
+        x1 = max(pos[n.id][0] + sizes[n.id][0] for n in members) + GROUP_PAD
+        y1 = max(pos[n.id][1] + sizes[n.id][1] for n in members) + GROUP_PAD
+        groups.append({"id": len(groups) + 1, "title": wf.columns[c], "bounding": [x0, y0, x1 - x0, y1 - y0],
+                       "color": "#3f789e", "font_size": 24, "flags": {}})
+
+    return {
+        "last_node_id": max(n.id for n in wf.nodes),
+        "last_link_id": len(links),
+        "nodes": ui_nodes,
+        "links": links,
+        "groups": groups,
+        "config": {},
+        "extra": {"ds": {"scale": 0.9, "offset": [0, 0]}},
+        "version": 0.4,
+    }
+
+
+def dump_ui(ui: dict) -> str:
+    return json.dumps(ui, indent=2, ensure_ascii=False) + "\n"
+
+
+def dump_api(prompt: dict) -> str:
+    """One node per line: readable diffs, still plain JSON."""
+    lines = [f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in prompt.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# The examples
+# --------------------------------------------------------------------------------------------------
+
+COLUMNS = {1: "Models", 2: "Images", 3: "Prompt", 4: "ACE++ canvas", 5: "Sampling", 6: "Result"}
+COLUMNS_REDUX = {**COLUMNS, 3: "Prompt + Redux"}
+
+PORTRAIT_PROMPT = (
+    "Maintain the facial features, a woman in a neat police uniform with a badge, smiling with a friendly and "
+    "confident demeanor, blurred city background."
+)
+ROBOT_PROMPT = (
+    "{image} Beautiful female portrait, robot with smooth white transparent carbon shell, rococo detailing, "
+    "natural lighting, highly detailed, cinematic, 4K."
+)
+
+
+def _fill_model(wf: Workflow, lora: str) -> Node:
+    unet = wf.add("UNETLoader", 1, unet_name=FILL, weight_dtype="default")
+    lora_node = wf.add("LoraLoaderModelOnly", 1, model=unet[0], lora_name=lora, strength_model=1.0)
+    return wf.add("DifferentialDiffusion", 1, model=lora_node[0])
+
+
+def _fft_model(wf: Workflow) -> Node:
+    unet = wf.add("ACEPlusLoader", 1, unet_name=FFT, weight_dtype="default")
+    return wf.add("DifferentialDiffusion", 1, model=unet[0])
+
+
+def _text(wf: Workflow, prompt: str) -> tuple[Node, Node, Node]:
+    """(guided positive, negative, VAE): DualCLIPLoader, the prompt, an empty negative, FluxGuidance 50."""
+    clip = wf.add("DualCLIPLoader", 1, clip_name1=CLIP_L, clip_name2=T5, type="flux")
+    pos = wf.add("CLIPTextEncode", 3, title="Prompt", color="green", clip=clip[0], text=prompt)
+    neg = wf.add("CLIPTextEncode", 3, title="Negative (unused at cfg 1)", clip=clip[0], text="")
+    guided = wf.add("FluxGuidance", 3, conditioning=pos[0], guidance=GUIDANCE)
+    vae = wf.add("VAELoader", 1, vae_name=VAE)
+    return guided, neg, vae
+
+
+def _images(wf: Workflow, reference: str | None, edit: str | None, mask: str | None):
+    ref = wf.add("LoadImage", 2, title="Reference image", color="green", image=reference) if reference else None
+    img = wf.add("LoadImage", 2, title="Edit image", color="green", image=edit) if edit else None
+    msk = (wf.add("LoadImageMask", 2, title="Edit mask (white = edit)", color="green", image=mask, channel="red")
+           if mask else None)
+    return ref, img, msk
+
+
+def _redux(wf: Workflow, conditioning: Node, image: Node, strength: float, strength_type: str) -> Node:
+    """The official Redux branch: the reference image, encoded by SigCLIP, appended to the prompt by Redux."""
+    vision = wf.add("CLIPVisionLoader", 1, clip_name=SIGCLIP)
+    style = wf.add("StyleModelLoader", 1, style_model_name=REDUX)
+    encoded = wf.add("CLIPVisionEncode", 3, clip_vision=vision[0], image=image[0], crop="center")
+    return wf.add("StyleModelApply", 3, conditioning=conditioning[0], style_model=style[0],
+                  clip_vision_output=encoded[0], strength=strength, strength_type=strength_type)
+
+
+def _canvas_to_result(wf: Workflow, model: Node, positive: Node, negative: Node, vae: Node, *, layout: str,
+                      task: str, ref: Node | None, edit: Node | None, mask: Node | None, crop_to_mask: bool,
+                      prefix: str, width: int = 1024, height: int = 1024) -> Node:
+    """ACE++ Canvas -> ACE++ Conditioning -> KSampler -> VAEDecode -> ACE++ Stitch -> SaveImage."""
+    links = {}
+    if ref is not None:
+        links["reference_image"] = ref[0]
+    if edit is not None:
+        links["edit_image"] = edit[0]
+    if mask is not None:
+        links["edit_mask"] = mask[0]
+    canvas = wf.add("ACEPlusCanvas", 4, color="blue", layout=layout, task=task, reference_mode="auto",
+                    max_image_tokens=TOKENS, keep_pixels_rate=0.8, width=width, height=height,
+                    crop_to_mask=crop_to_mask, **links)
+    cond = wf.add("ACEPlusCanvasConditioning", 4, color="blue", model=model[0], positive=positive[0],
+                  negative=negative[0], vae=vae[0], uc_image=canvas[1], c_image=canvas[2], mask=canvas[3],
+                  geometry=canvas[4], noise_mask=True)
+    samples = wf.add("KSampler", 5, model=cond[0], seed=SEED, steps=STEPS, cfg=1.0, sampler_name="euler",
+                     scheduler="normal", positive=cond[1], negative=cond[2], latent_image=cond[3], denoise=1.0)
+    decoded = wf.add("VAEDecode", 5, samples=samples[0], vae=vae[0])
+    stitch_links = {}
+    if edit is not None:
+        stitch_links["original_image"] = edit[0]
+    if mask is not None:
+        stitch_links["mask"] = mask[0]
+    out = wf.add("ACEPlusStitch", 6, color="blue", image=decoded[0], geometry=canvas[4], grow_mask_px=8,
+                 feather_px=16, color_match=False, **stitch_links)
+    wf.add("SaveImage", 6, images=out[0], filename_prefix=f"ace_plus/{prefix}")
+    return out
+
+
+def note_text(wf: Workflow, what: str, connect: list[str], tips: list[str]) -> str:
+    """The Note: what the workflow does, what to connect, the model files and their folders, tips."""
+    lines = [wf.title, "", what, "", "CONNECT / SET"]
+    lines += [f"- {c}" for c in connect]
+    lines += ["", "MODELS (download, put in ComfyUI/models/<folder>/)"]
+    for folder, name in wf.model_files():
+        lines.append(f"- {folder}/{name}  <- {MODEL_SOURCES[name]}")
+    lines += ["", "TIPS"]
+    lines += [f"- {t}" for t in tips]
+    return "\n".join(lines)
+
+
+COMMON_TIPS = [
+    "{image} in a prompt refers to the edit image. In a prompt box it is typed \\{image\\}: ComfyUI reads "
+    "{a|b} as a random choice and would send {image} as just \"image\".",
+    "Official settings: 28 steps, euler / normal, cfg 1, FluxGuidance 50, Differential Diffusion. "
+    "max_image_tokens (ACE++ Canvas) sets the canvas size: 4096 tokens = a 1024x1024 canvas; more tokens, "
+    "more detail, slower.",
+]
+LOCAL_TIPS = [
+    "crop_to_mask renders only the region around the mask (plus context) with the whole token budget; "
+    "ACE++ Stitch puts it back into the full-resolution photo, pixels outside the grown + feathered mask "
+    "unchanged.",
+    "Draw the mask in ComfyUI instead: right-click the edit image > Open in MaskEditor, then connect its MASK "
+    "output to edit_mask and mask instead of the mask file.",
+]
+LOW_MEMORY_TIP = "Less GPU memory: set UNETLoader weight_dtype to fp8_e4m3fn (computation stays bf16)."
+
+
+def face_swap() -> Workflow:
+    wf = Workflow("workflow_example_lora/face_swap", "ACE++ face swap (portrait LoRA on FLUX.1-Fill-dev)", COLUMNS,
+                  api_export=True)
+    model = _fill_model(wf, PORTRAIT_LORA)
+    pos, neg, vae = _text(wf, "Maintain the facial features, a woman in an orange flight suit smiles at the "
+                              "camera, studio portrait.")
+    ref, img, msk = _images(wf, "face_reference.png", "astronaut.png", "astronaut_face_mask.png")
+    _canvas_to_result(wf, model, pos, neg, vae, layout="lora", task="repainting", ref=ref, edit=img, mask=msk,
+                      crop_to_mask=True, prefix="face_swap")
+    wf.note(note_text(
+        wf, "Puts the face of the reference image into the edit image, inside the mask.",
+        ["Reference image: a photo of the face to use (the face filling most of the frame).",
+         "Edit image: the photo to change. Edit mask: white over the face to replace, same size as the photo.",
+         "Prompt: describe the whole result."],
+        ["Portrait prompts may start with \"Maintain the facial features,\" to keep the identity.",
+         *LOCAL_TIPS, *COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
+def portrait_reference_generation() -> Workflow:
+    wf = Workflow("workflow_example_lora/portrait_reference_generation",
+                  "ACE++ portrait-consistent generation (portrait LoRA on FLUX.1-Fill-dev)", COLUMNS)
+    model = _fill_model(wf, PORTRAIT_LORA)
+    pos, neg, vae = _text(wf, PORTRAIT_PROMPT)
+    ref, _, _ = _images(wf, "face_reference.png", None, None)
+    _canvas_to_result(wf, model, pos, neg, vae, layout="lora", task="repainting", ref=ref, edit=None, mask=None,
+                      crop_to_mask=False, prefix="portrait_reference_generation", width=768, height=1024)
+    wf.note(note_text(
+        wf, "Generates a new image of the person in the reference photo (no edit image).",
+        ["Reference image: a photo of the face (the face filling most of the frame).",
+         "ACE++ Canvas width / height: the size of the new image.",
+         "Prompt: describe the new image."],
+        ["Start portrait prompts with \"Maintain the facial features,\" to keep the identity.",
+         *COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
+def subject_reference_generation() -> Workflow:
+    wf = Workflow("workflow_example_lora/subject_reference_generation",
+                  "ACE++ subject-consistent generation (subject LoRA on FLUX.1-Fill-dev)", COLUMNS)
+    model = _fill_model(wf, SUBJECT_LORA)
+    pos, neg, vae = _text(wf, "Display the logo printed on a white ceramic coffee mug standing on a wooden cafe "
+                              "table next to a croissant, soft morning light.")
+    ref, _, _ = _images(wf, "ace_logo.png", None, None)
+    _canvas_to_result(wf, model, pos, neg, vae, layout="lora", task="repainting", ref=ref, edit=None, mask=None,
+                      crop_to_mask=False, prefix="subject_reference_generation")
+    wf.note(note_text(
+        wf, "Generates a new image that shows the subject of the reference (a logo, an object) as described.",
+        ["Reference image: the logo or object, on a plain background.",
+         "ACE++ Canvas width / height: the size of the new image.",
+         "Prompt: say what the subject is and where it appears (\"the logo is printed on ...\")."],
+        [*COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
+def logo_paste() -> Workflow:
+    wf = Workflow("workflow_example_lora/logo_paste", "ACE++ logo paste (subject LoRA on FLUX.1-Fill-dev)", COLUMNS)
+    model = _fill_model(wf, SUBJECT_LORA)
+    pos, neg, vae = _text(wf, "The logo is printed on the coffee cup.")
+    ref, img, msk = _images(wf, "ace_logo.png", "coffee.jpg", "coffee_cup_front_mask.png")
+    _canvas_to_result(wf, model, pos, neg, vae, layout="lora", task="repainting", ref=ref, edit=img, mask=msk,
+                      crop_to_mask=True, prefix="logo_paste")
+    wf.note(note_text(
+        wf, "Puts the logo of the reference image onto the product in the edit image, inside the mask.",
+        ["Reference image: the logo on a plain background.",
+         "Edit image: the product photo. Edit mask: white where the logo goes, same size as the photo.",
+         "Prompt: \"The logo is printed on the ...\"."],
+        [*LOCAL_TIPS, *COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
+def virtual_try_on() -> Workflow:
+    wf = Workflow("workflow_example_lora/virtual_try_on", "ACE++ virtual try-on (subject LoRA on FLUX.1-Fill-dev)",
+                  COLUMNS)
+    model = _fill_model(wf, SUBJECT_LORA)
+    pos, neg, vae = _text(wf, "The woman dresses this striped shirt.")
+    ref, img, msk = _images(wf, "striped_shirt.png", "astronaut.png", "astronaut_suit_mask.png")
+    _canvas_to_result(wf, model, pos, neg, vae, layout="lora", task="repainting", ref=ref, edit=img, mask=msk,
+                      crop_to_mask=True, prefix="virtual_try_on")
+    wf.note(note_text(
+        wf, "Dresses the person in the edit image in the garment of the reference image, inside the mask.",
+        ["Reference image: the garment alone, on a plain background.",
+         "Edit image: the person. Edit mask: white over the clothes to replace (a bit larger than the new garment), "
+         "same size as the photo.",
+         "Prompt: \"The woman dresses this ...\"."],
+        [*LOCAL_TIPS, *COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
+def local_editing() -> Workflow:
+    wf = Workflow("workflow_example_lora/local_editing", "ACE++ local editing (local LoRA on FLUX.1-Fill-dev)",
+                  COLUMNS)
+    model = _fill_model(wf, LOCAL_LORA)
+    pos, neg, vae = _text(wf, "{image} a cappuccino with a heart of latte art in the cup.")
+    _, img, msk = _images(wf, None, "coffee.jpg", "coffee_crema_mask.png")
+    _canvas_to_result(wf, model, pos, neg, vae, layout="lora", task="repainting", ref=None, edit=img, mask=msk,
+                      crop_to_mask=True, prefix="local_editing")
+    wf.note(note_text(
+        wf, "Repaints the masked region of the edit image from the prompt (no reference image).",
+        ["Edit image: the photo. Edit mask: white over the region to repaint, same size as the photo.",
+         "Prompt: describe what the masked region shows after the edit."],
+        [*LOCAL_TIPS, *COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
+def local_control_editing() -> Workflow:
+    wf = Workflow("workflow_example_lora/local_control_editing",
+                  "ACE++ local editing with a control (local LoRA on FLUX.1-Fill-dev)", COLUMNS)
+    model = _fill_model(wf, LOCAL_LORA)
+    pos, neg, vae = _text(wf, ROBOT_PROMPT)
+    _, img, msk = _images(wf, None, "astronaut.png", "astronaut_head_mask.png")
+    _canvas_to_result(wf, model, pos, neg, vae, layout="lora", task="canny_repainting", ref=None, edit=img,
+                      mask=msk, crop_to_mask=True, prefix="local_control_editing")
+    wf.note(note_text(
+        wf, "Repaints the masked region following the edges of the photo (Canny, computed offline by ACE++ Canvas).",
+        ["Edit image: the photo. Edit mask: white over the region to repaint, same size as the photo.",
+         "ACE++ Canvas task: canny_repainting (edges; canny_low/high_threshold, official 100/200) or "
+         "mosaic_repainting (keeps the coarse colours; mosaic_ratio, official 64). For contour_repainting or "
+         "depth_repainting connect a line drawing / depth map (a preprocessor node's output) to control_image.",
+         "Prompt: describe the result; {image} refers to the edit image."],
+        [*LOCAL_TIPS, *COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
+def redux_reference_generation() -> Workflow:
+    wf = Workflow("workflow_example_lora/redux_reference_generation",
+                  "ACE++ portrait generation with Redux (portrait LoRA + FLUX.1-Redux)", COLUMNS_REDUX)
+    model = _fill_model(wf, PORTRAIT_LORA)
+    pos, neg, vae = _text(wf, PORTRAIT_PROMPT)
+    ref, _, _ = _images(wf, "face_reference.png", None, None)
+    styled = _redux(wf, pos, ref, 0.2, "attn_bias")
+    _canvas_to_result(wf, model, styled, neg, vae, layout="lora", task="repainting", ref=ref, edit=None, mask=None,
+                      crop_to_mask=False, prefix="redux_reference_generation", width=768, height=1024)
+    wf.note(note_text(
+        wf, "Portrait-consistent generation as in portrait_reference_generation, with the reference also given to "
+            "the model as Redux image tokens (as in the official Redux workflow).",
+        ["Reference image: a photo of the face; it goes both to the canvas and to CLIP Vision Encode.",
+         "ACE++ Canvas width / height: the size of the new image.",
+         "Apply Style Model strength: how strongly Redux pulls towards the reference (official 0.2, attn_bias)."],
+        ["Start portrait prompts with \"Maintain the facial features,\" to keep the identity.",
+         *COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
+def redux_reference_editing() -> Workflow:
+    wf = Workflow("workflow_example_lora/redux_reference_editing",
+                  "ACE++ logo paste with Redux (subject LoRA + FLUX.1-Redux)", COLUMNS_REDUX)
+    model = _fill_model(wf, SUBJECT_LORA)
+    pos, neg, vae = _text(wf, "The logo is printed on the coffee cup.")
+    ref, img, msk = _images(wf, "ace_logo.png", "coffee.jpg", "coffee_cup_front_mask.png")
+    styled = _redux(wf, pos, ref, 1.0, "multiply")
+    _canvas_to_result(wf, model, styled, neg, vae, layout="lora", task="repainting", ref=ref, edit=img, mask=msk,
+                      crop_to_mask=True, prefix="redux_reference_editing")
+    wf.note(note_text(
+        wf, "Reference editing (logo paste) as in logo_paste, with the reference also given to the model as Redux "
+            "image tokens (as in the official Redux workflow).",
+        ["Reference image: the logo; it goes both to the canvas and to CLIP Vision Encode.",
+         "Edit image: the product photo. Edit mask: white where the logo goes, same size as the photo.",
+         "Apply Style Model strength: how strongly Redux pulls towards the reference (official 1.0, multiply)."],
+        [*LOCAL_TIPS, *COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
+FFT_TIPS = [
+    "The ACE++ FFT model does every task with one model: no LoRA. Set ACE++ Canvas layout to fft (ACE++ "
+    "Conditioning refuses a canvas built for the other model and says so).",
+]
+
+
+def fft_reference_generation() -> Workflow:
+    wf = Workflow("workflow_example_fft/reference_generation", "ACE++ FFT: portrait-consistent generation", COLUMNS)
+    model = _fft_model(wf)
+    pos, neg, vae = _text(wf, PORTRAIT_PROMPT)
+    ref, _, _ = _images(wf, "face_reference.png", None, None)
+    _canvas_to_result(wf, model, pos, neg, vae, layout="fft", task="repainting", ref=ref, edit=None, mask=None,
+                      crop_to_mask=False, prefix="fft_reference_generation", width=768, height=1024)
+    wf.note(note_text(
+        wf, "Generates a new image of the person (or subject) in the reference photo, with the fully fine-tuned "
+            "ACE++ model.",
+        ["Reference image: a photo of the face or subject.",
+         "ACE++ Canvas width / height: the size of the new image.",
+         "Prompt: describe the new image."],
+        ["Start portrait prompts with \"Maintain the facial features,\" to keep the identity.",
+         *FFT_TIPS, *COMMON_TIPS]))
+    return wf
+
+
+def fft_reference_editing() -> Workflow:
+    wf = Workflow("workflow_example_fft/reference_editing", "ACE++ FFT: reference editing (logo paste)", COLUMNS)
+    model = _fft_model(wf)
+    pos, neg, vae = _text(wf, "The logo is printed on the coffee cup.")
+    ref, img, msk = _images(wf, "ace_logo.png", "coffee.jpg", "coffee_cup_front_mask.png")
+    _canvas_to_result(wf, model, pos, neg, vae, layout="fft", task="repainting", ref=ref, edit=img, mask=msk,
+                      crop_to_mask=True, prefix="fft_reference_editing")
+    wf.note(note_text(
+        wf, "Puts the reference (a logo, a face, a garment) into the edit image inside the mask, with the fully "
+            "fine-tuned ACE++ model.",
+        ["Reference image: the logo / face / garment.",
+         "Edit image: the photo. Edit mask: white where the reference goes, same size as the photo.",
+         "Prompt: describe the result (\"The logo is printed on ...\", \"Maintain the facial features, ...\")."],
+        [*FFT_TIPS, *LOCAL_TIPS, *COMMON_TIPS]))
+    return wf
+
+
+def fft_no_preprocess() -> Workflow:
+    wf = Workflow("workflow_example_fft/no_preprocess", "ACE++ FFT: super-resolution (no_preprocess)", COLUMNS)
+    model = _fft_model(wf)
+    pos, neg, vae = _text(wf, "{image} features a close-up of a tabby cat with green eyes, sharp fur texture and long "
+                              "white whiskers, soft indoor light.")
+    low = wf.add("LoadImage", 2, title="Low-resolution image", color="green", image="chelsea_lowres.png")
+    big = wf.add("ImageScaleBy", 2, image=low[0], upscale_method="bicubic", scale_by=4.0)
+    _canvas_to_result(wf, model, pos, neg, vae, layout="fft", task="no_preprocess", ref=None, edit=big, mask=None,
+                      crop_to_mask=False, prefix="fft_no_preprocess")
+    wf.note(note_text(
+        wf, "no_preprocess keeps the pixels under the mask as guidance: here a blurry upscaled image is re-rendered "
+            "with detail (super-resolution).",
+        ["Low-resolution image: any small photo; Upscale Image By sets the output size (4x here).",
+         "No mask connected: the whole image is re-rendered. To refine a part only, connect a mask (white = "
+         "re-render, same size as the upscaled image) to edit_mask and to ACE++ Stitch's mask.",
+         "Instead of the image itself, a guidance image of your own (a sketch, a recoloured version) can go to "
+         "ACE++ Canvas control_image: it replaces the pixels under the mask.",
+         "Prompt: describe the image in detail; {image} refers to the edit image."],
+        [*FFT_TIPS, *COMMON_TIPS]))
+    return wf
+
+
+def fft_control_preprocess() -> Workflow:
+    wf = Workflow("workflow_example_fft/control_preprocess", "ACE++ FFT: recolorizing (control preprocess)",
+                  COLUMNS)
+    model = _fft_model(wf)
+    pos, neg, vae = _text(wf, "{image} a turquoise espresso cup with crema on a turquoise saucer with a silver "
+                              "spoon, on a dark wooden table.")
+    _, img, msk = _images(wf, None, "coffee.jpg", "coffee_cup_mask.png")
+    _canvas_to_result(wf, model, pos, neg, vae, layout="fft", task="recolorizing", ref=None, edit=img, mask=msk,
+                      crop_to_mask=True, prefix="fft_control_preprocess")
+    wf.note(note_text(
+        wf, "Recolours the masked region: ACE++ Canvas turns it to grayscale (offline, no download) and the model "
+            "paints new colours from the prompt, keeping every shape.",
+        ["Edit image: the photo. Edit mask: white over the region to recolour, same size as the photo.",
+         "Other control tasks on the same graph: ACE++ Canvas task canny_repainting (edges, thresholds "
+         "canny_low/high_threshold, official 100/200) or mosaic_repainting (pixelated, mosaic_ratio, official 64) "
+         "are computed from the edit image too; contour_repainting / depth_repainting need a line drawing / depth "
+         "map (a preprocessor node's output) connected to control_image.",
+         "Prompt: describe the result, colours included; {image} refers to the edit image."],
+        [*FFT_TIPS, *LOCAL_TIPS, *COMMON_TIPS]))
+    return wf
+
+
+EXAMPLES = (
+    face_swap, portrait_reference_generation, subject_reference_generation, logo_paste, virtual_try_on,
+    local_editing, local_control_editing, redux_reference_generation, redux_reference_editing,
+    fft_reference_generation, fft_reference_editing, fft_no_preprocess, fft_control_preprocess,
+)
+
+
+def workflows() -> list[Workflow]:
+    return [make() for make in EXAMPLES]
+
+
+def render(info: dict[str, dict]) -> dict[str, str]:
+    """{repository-relative path: file text} of every generated workflow file."""
+    files = {}
+    for wf in workflows():
+        files[f"{wf.path}.json"] = dump_ui(to_ui(wf, info))
+        if wf.api_export:
+            files[f"{wf.path}_api.json"] = dump_api(to_api(wf, info))
+    for folder in (LORA_DIR, FFT_DIR):
+        files[str((folder / "inputs" / "README.md").relative_to(REPO))] = inputs_readme(folder)
+    return files
+
+
+def needed_node_types() -> set[str]:
+    return {n.type for wf in workflows() for n in wf.nodes if n.type not in VIRTUAL_NODES}
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs: drawn images (masks, logo, garment) and the photos
+# --------------------------------------------------------------------------------------------------
+
+SS = 4  # supersampling of the drawn colour images
+
+
+def _mask(size, shapes):
+    """A binary L-mode mask (255 = edit) from ("ellipse"|"polygon"|"rectangle", coords) shapes."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(im)
+    for kind, coords in shapes:
+        getattr(draw, kind)(coords, fill=255)
+    return im
+
+
+def draw_logo():
+    """A made-up round logo (green ring, orange sun over two blue peaks, a bar) on white, 256x256."""
+    from PIL import Image, ImageDraw
+
+    s = 256 * SS
+    im = Image.new("RGB", (s, s), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+
+    def box(cx, cy, r):
+        return ((cx - r) * SS, (cy - r) * SS, (cx + r) * SS, (cy + r) * SS)
+
+    d.ellipse(box(128, 128, 120), fill=(16, 110, 90))
+    d.ellipse(box(128, 128, 102), fill=(255, 255, 255))
+    d.ellipse(box(150, 100, 34), fill=(245, 150, 30))
+    d.polygon([(p[0] * SS, p[1] * SS) for p in [(40, 178), (104, 84), (168, 178)]], fill=(30, 70, 150))
+    d.polygon([(p[0] * SS, p[1] * SS) for p in [(112, 178), (164, 110), (216, 178)]], fill=(60, 120, 200))
+    d.rectangle((52 * SS, 186 * SS, 204 * SS, 198 * SS), fill=(16, 110, 90))
+    return im.resize((256, 256), Image.Resampling.LANCZOS)
+
+
+def draw_shirt():
+    """A made-up navy/white striped long-sleeve shirt on white, 320x384."""
+    from PIL import Image, ImageDraw
+
+    w, h = 320 * SS, 384 * SS
+    outline = [(110, 20), (140, 34), (180, 34), (210, 20), (270, 48), (312, 200), (272, 212), (244, 120),
+               (246, 372), (74, 372), (76, 120), (48, 212), (8, 200), (50, 48)]
+    shape = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(shape).polygon([(x * SS, y * SS) for x, y in outline], fill=255)
+    stripes = Image.new("RGB", (w, h), (250, 250, 245))
+    ds = ImageDraw.Draw(stripes)
+    for y in range(0, h, 28 * SS):
+        ds.rectangle((0, y, w, y + 14 * SS), fill=(25, 40, 90))
+    im = Image.new("RGB", (w, h), (255, 255, 255))
+    im.paste(stripes, (0, 0), shape)
+    collar = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(collar).ellipse((136 * SS, 14 * SS, 184 * SS, 54 * SS), fill=255)
+    im.paste((255, 255, 255), (0, 0), collar)
+    return im.resize((320, 384), Image.Resampling.LANCZOS)
+
+
+DRAWN = {
+    # file -> builder; masks are the size of the photo they belong to
+    "ace_logo.png": draw_logo,
+    "striped_shirt.png": draw_shirt,
+    "astronaut_head_mask.png": lambda: _mask((512, 512), [("ellipse", (144, 6, 312, 200))]),
+    "astronaut_suit_mask.png": lambda: _mask((512, 512), [("polygon", [
+        (20, 512), (18, 340), (35, 280), (75, 240), (115, 215), (125, 265), (170, 292), (250, 292), (295, 265),
+        (300, 225), (335, 255), (358, 300), (362, 345), (300, 350), (282, 400), (276, 512)])]),
+    "coffee_cup_front_mask.png": lambda: _mask((600, 400), [("rectangle", (256, 200, 336, 258))]),
+    "coffee_crema_mask.png": lambda: _mask((600, 400), [("ellipse", (206, 94, 370, 194))]),
+    "coffee_cup_mask.png": lambda: _mask((600, 400), [("ellipse", (74, 80, 482, 392)),
+                                                      ("ellipse", (170, 14, 412, 210)),
+                                                      ("rectangle", (320, 60, 430, 330))]),
+}
+PHOTOS = {  # file -> (scikit-image sample, how it is made)
+    "astronaut.png": ("astronaut.png", "as is"),
+    "coffee.jpg": ("coffee.png", "JPEG quality 90"),
+    "chelsea_lowres.png": ("chelsea.png", "downscaled 4x (112x75, bilinear)"),
+}
+_DRAWN_LICENSE = "made for this pack (drawn by `tools/make_examples.py`), public domain (CC0)"
+_SKIMAGE = "scikit-image sample data `{}` (`skimage/data/{}`)"
+INPUT_DOCS = {  # file -> (what it is, source and license)
+    "astronaut.png": ("Eileen Collins, NASA portrait",
+                      _SKIMAGE.format("astronaut", "astronaut.png") + ", from the NASA Great Images database "
+                      "(https://flic.kr/p/r9qvLn): no known copyright restrictions, public domain"),
+    "face_reference.png": ("the face of `astronaut.png`, cropped and mirrored: the reference face (swap in any "
+                           "face photo)", "derived from `astronaut.png`, public domain"),
+    "astronaut_face_mask.png": ("white = the face of `astronaut.png`", "made for this pack, public domain"),
+    "astronaut_head_mask.png": ("white = head and hair of `astronaut.png`", _DRAWN_LICENSE),
+    "astronaut_suit_mask.png": ("white = the flight suit of `astronaut.png` (try-on area)", _DRAWN_LICENSE),
+    "coffee.jpg": ("espresso cup on a saucer, JPEG quality 90 of the 600x400 original",
+                   _SKIMAGE.format("coffee", "coffee.png") + ", photograph by Rachel Michetti, courtesy of Pikolo "
+                   "Espresso Bar: CC0"),
+    "coffee_cup_front_mask.png": ("white = the front of the cup in `coffee.jpg` (where the logo goes)",
+                                  _DRAWN_LICENSE),
+    "coffee_crema_mask.png": ("white = the coffee inside the cup in `coffee.jpg`", _DRAWN_LICENSE),
+    "coffee_cup_mask.png": ("white = cup, saucer and spoon in `coffee.jpg` (recolour area)", _DRAWN_LICENSE),
+    "chelsea_lowres.png": ("Chelsea the cat, downscaled 4x (112x75): the low-resolution input of the "
+                           "super-resolution example",
+                           _SKIMAGE.format("chelsea", "chelsea.png") + ", photograph by Stefan van der Walt: CC0"),
+    "ace_logo.png": ("a made-up logo (sun over two peaks in a ring)", _DRAWN_LICENSE),
+    "striped_shirt.png": ("a made-up striped shirt: the garment of the try-on example", _DRAWN_LICENSE),
+}
+
+
+def inputs_readme(folder: Path) -> str:
+    """inputs/README.md of one example folder: every input file, what uses it, its source and license."""
+    users: dict[str, list[str]] = {}
+    for wf in workflows():
+        if REPO / Path(wf.path).parent == folder:
+            for name in wf.image_files():
+                users.setdefault(name, []).append(f"`{Path(wf.path).name}`")
+    lines = ["# Example inputs", "",
+             "Written by `tools/make_examples.py` (photos: `--photos`, from scikit-image's sample data). White in a "
+             "mask = the area that is edited; every mask has its photo's size.", "",
+             "| file | what | used by | source, license |", "|---|---|---|---|"]
+    for name in sorted(users):
+        what, source = INPUT_DOCS[name]
+        lines.append(f"| `{name}` | {what} | {', '.join(users[name])} | {source} |")
+    return "\n".join(lines) + "\n"
+def _photo(name: str, source_png: bytes):
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(source_png)).convert("RGB")
+    out = io.BytesIO()
+    if name.endswith(".jpg"):
+        im.save(out, "JPEG", quality=90, optimize=True)
+    elif name == "chelsea_lowres.png":
+        im.resize((im.width // 4, im.height // 4), Image.Resampling.BILINEAR, reducing_gap=None).save(
+            out, "PNG", optimize=True)
+    else:
+        return source_png
+    return out.getvalue()
+
+
+def _read_skimage(source: Path) -> dict[str, bytes]:
+    names = {src for src, _ in PHOTOS.values()}
+    found = {}
+    if source.is_file():
+        with zipfile.ZipFile(source) as z:
+            for n in names:
+                found[n] = z.read(f"skimage/data/{n}")
+    else:
+        for n in names:
+            cands = [source / n, source / "skimage" / "data" / n]
+            path = next((c for c in cands if c.is_file()), None)
+            if path is None:
+                raise SystemExit(f"{n} not found in {source}")
+            found[n] = path.read_bytes()
+    return found
+
+
+def _same_pixels(path: Path, im) -> bool:
+    import numpy as np
+    from PIL import Image
+
+    if not path.is_file():
+        return False
+    with Image.open(path) as old:
+        return old.mode == im.mode and old.size == im.size and np.array_equal(np.asarray(old), np.asarray(im))
+
+
+def write_inputs(photos: Path | None) -> list[str]:
+    """Draw the masks/logo/garment and (with ``photos``) the photos into each folder's inputs/ as needed."""
+    written = []
+    per_folder: dict[Path, set[str]] = {LORA_DIR: set(), FFT_DIR: set()}
+    for wf in workflows():
+        per_folder[REPO / Path(wf.path).parent].update(wf.image_files())
+    sources = _read_skimage(photos) if photos else {}
+    for folder, files in per_folder.items():
+        inputs = folder / "inputs"
+        inputs.mkdir(parents=True, exist_ok=True)
+        for name in sorted(files):
+            path = inputs / name
+            if name in DRAWN:
+                im = DRAWN[name]()
+                if not _same_pixels(path, im):
+                    im.save(path, optimize=True)
+                    written.append(str(path.relative_to(REPO)))
+            elif name in PHOTOS and sources:
+                data = _photo(name, sources[PHOTOS[name][0]])
+                if not path.is_file() or path.read_bytes() != data:
+                    path.write_bytes(data)
+                    written.append(str(path.relative_to(REPO)))
+            elif not path.is_file():
+                # Hand-made inputs (face_reference.png, astronaut_face_mask.png) live in the LoRA folder.
+                shared = LORA_DIR / "inputs" / name
+                if not shared.is_file():
+                    raise SystemExit(f"{path.relative_to(REPO)} is missing (photos: pass --photos)")
+                shutil.copyfile(shared, path)
+                written.append(str(path.relative_to(REPO)))
+    return written
+
+
+# --------------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------------
+
+
+def boot_info() -> dict[str, dict]:
+    """Boot ComfyUI in-process (a throw-away base directory) and read the node definitions."""
+    sys.path.insert(0, str(HERE))
+    import comfy_host
+
+    comfy_host.boot(Path(tempfile.mkdtemp(prefix="ace_plus_examples_")))
+    return object_info(needed_node_types())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--photos", type=Path, help="scikit-image wheel (or folder with its sample PNGs)")
+    args = ap.parse_args(argv)
+    for path in write_inputs(args.photos):
+        print(f"wrote {path}")
+    info = boot_info()
+    for rel, text in render(info).items():
+        path = REPO / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+            print(f"wrote {rel}")
+    print("example workflows up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
