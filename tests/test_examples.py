@@ -1,0 +1,293 @@
+"""The example workflows (tools/make_examples.py is their single source).
+
+* The committed files equal what the generator writes (workflows byte for byte, drawn inputs pixel for pixel).
+* Every UI workflow is well formed (links agree with the nodes' sockets, widgets_values has one value per widget,
+  no two nodes overlap, a Note names every model file and its folder) and uses only node types registered in the
+  running ComfyUI, each from ComfyUI itself or from this pack.
+* Every UI workflow converts to the builder's API graph with ``tools/workflow_convert.py``'s ``ui_to_api``
+  (skipped while that module is absent), and that graph passes ComfyUI's own validation with the published model
+  file names (empty placeholder files stand in for the weights).
+* Every workflow runs end to end through the real executor on the tiny models and returns an image of the
+  expected size: the input photo's size for stitched edits (with the pixels away from the mask unchanged),
+  ACE++ Canvas width x height for reference-only generation.
+
+Redux rule: the Redux branch (CLIPVisionLoader, CLIPVisionEncode, StyleModelLoader, StyleModelApply) is validated
+but not executed. ComfyUI builds FLUX.1-Redux (a fixed 1152 -> 12288 -> 4096 projector, 64M parameters) and the
+SigLIP vision model (27 layers x 1152, ~400M parameters, chosen by key names and sizes) at full size whatever the
+file holds, and Redux adds 4096-wide (T5-XXL width) tokens that the tiny FLUX (CLIP-L width, 768) cannot take.
+The executed graph therefore drops those four nodes and feeds StyleModelApply's consumers its conditioning input.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import make_examples as mx
+
+REPO = Path(__file__).resolve().parent.parent
+WORKFLOWS = {wf.path: wf for wf in mx.workflows()}
+IDS = list(WORKFLOWS)
+MAX_INPUT_BYTES = 3_000_000
+
+REDUX_NODES = ("CLIPVisionLoader", "CLIPVisionEncode", "StyleModelLoader", "StyleModelApply")
+TINY_FILES = {
+    mx.FILL: "tiny_flux_fill.safetensors",
+    mx.FFT: "tiny_ace_plus_fft.safetensors",
+    mx.PORTRAIT_LORA: "tiny_fill_lora_peft.safetensors",
+    mx.SUBJECT_LORA: "tiny_fill_lora_peft.safetensors",
+    mx.LOCAL_LORA: "tiny_fill_lora_peft.safetensors",
+    mx.VAE: "tiny_taef1.safetensors",
+}
+TINY_TOKENS = 512
+
+
+def _load_ui(path: str) -> dict:
+    return json.loads((REPO / f"{path}.json").read_text())
+
+
+def _ui_to_api():
+    try:
+        import workflow_convert
+    except ImportError:
+        return None
+    return getattr(workflow_convert, "ui_to_api", None)
+
+
+@pytest.fixture(scope="module")
+def info(comfy_host) -> dict[str, dict]:
+    return mx.object_info(mx.needed_node_types())
+
+
+@pytest.fixture(scope="module")
+def staged_inputs(comfy_host) -> None:
+    """Every example input in ComfyUI's input folder (same-named files of both folders are identical)."""
+    for folder in (mx.LORA_DIR, mx.FFT_DIR):
+        for src in sorted((folder / "inputs").glob("*.*")):
+            if src.suffix in (".png", ".jpg"):
+                shutil.copyfile(src, comfy_host.input_dir / src.name)
+
+
+@pytest.fixture(scope="module")
+def placeholder_models(comfy_host, tmp_path_factory):
+    """Empty files with the published model names, registered for this module only: enough for validation."""
+    import folder_paths
+
+    root = tmp_path_factory.mktemp("published_names")
+    added = []
+    for wf in WORKFLOWS.values():
+        for folder, name in wf.model_files():
+            (root / folder).mkdir(exist_ok=True)
+            (root / folder / name).touch()
+            if (folder, str(root / folder)) not in added:
+                comfy_host.add_model_dir(folder, root / folder)
+                added.append((folder, str(root / folder)))
+    yield root
+    for folder, path in added:
+        folder_paths.folder_names_and_paths[folder][0].remove(path)
+        folder_paths.filename_list_cache.pop(folder, None)
+
+
+# ------------------------------------------------------------------------------------------ the files
+
+
+def test_committed_workflows_equal_the_generator_output(info):
+    rendered = mx.render(info)
+    stale = [rel for rel, text in rendered.items()
+             if not (REPO / rel).is_file() or (REPO / rel).read_text() != text]
+    assert not stale, f"stale example files, run tools/make_examples.py: {stale}"
+    on_disk = {str(p.relative_to(REPO)) for d in (mx.LORA_DIR, mx.FFT_DIR) for p in d.glob("*.json")}
+    extra = on_disk - set(rendered)
+    assert not extra, f"workflow files not made by tools/make_examples.py: {extra}"
+
+
+def test_drawn_inputs_are_current():
+    for wf in WORKFLOWS.values():
+        for name in wf.image_files():
+            if name in mx.DRAWN:
+                path = REPO / Path(wf.path).parent / "inputs" / name
+                assert mx._same_pixels(path, mx.DRAWN[name]()), f"{path} differs: run tools/make_examples.py"
+
+
+def test_inputs_exist_are_documented_and_small():
+    total = 0
+    seen: dict[str, bytes] = {}
+    for folder in (mx.LORA_DIR, mx.FFT_DIR):
+        readme = (folder / "inputs" / "README.md").read_text()
+        for path in sorted((folder / "inputs").glob("*.*")):
+            if path.suffix not in (".png", ".jpg"):
+                continue
+            data = path.read_bytes()
+            total += len(data)
+            assert f"`{path.name}`" in readme, f"{path} is not listed (source, license) in {folder}/inputs/README.md"
+            assert seen.setdefault(path.name, data) == data, f"two different files named {path.name}"
+    for wf in WORKFLOWS.values():
+        for name in wf.image_files():
+            assert (REPO / Path(wf.path).parent / "inputs" / name).is_file(), f"{wf.path}: {name} missing"
+    assert total < MAX_INPUT_BYTES
+
+
+@pytest.mark.parametrize("path", IDS)
+def test_ui_workflow_uses_only_core_and_pack_nodes(comfy_host, path):
+    mappings = comfy_host.node_class_mappings
+    for node in _load_ui(path)["nodes"]:
+        if node["type"] in mx.VIRTUAL_NODES:
+            continue
+        assert node["type"] in mappings, f"{path}: node type {node['type']} is not registered"
+        module = getattr(mappings[node["type"]], "RELATIVE_PYTHON_MODULE", None)
+        core = module is None or module.startswith(("comfy_extras", "nodes"))
+        assert core or module == "custom_nodes.ace_plus", f"{path}: {node['type']} comes from {module}"
+
+
+def _boxes_overlap(a, b) -> bool:
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
+    return ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah
+
+
+@pytest.mark.parametrize("path", IDS)
+def test_ui_workflow_is_well_formed(info, path):
+    ui = _load_ui(path)
+    assert ui["version"] == 0.4 and ui["extra"]["ds"] == {"scale": 0.9, "offset": [0, 0]}
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    assert ui["last_node_id"] == max(nodes) and ui["last_link_id"] == len(ui["links"])
+    for link_id, src, src_slot, dst, dst_slot, link_type in ui["links"]:
+        out = nodes[src]["outputs"][src_slot]
+        assert link_id in out["links"] and out["slot_index"] == src_slot and out["type"] == link_type
+        assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
+    for node in ui["nodes"]:
+        assert node["mode"] == 0 and node["flags"] == {}
+        if node["type"] in mx.VIRTUAL_NODES:
+            continue
+        assert node["properties"] == {"Node name for S&R": node["type"]}
+        defs = mx.input_defs(info[node["type"]])
+        widgets = [d for d in defs if d.is_widget]
+        expected = len(widgets) + sum(d.has_control for d in widgets) + mx.has_upload_widget(info[node["type"]])
+        assert len(node["widgets_values"]) == expected, f"{path}: {node['type']} widgets_values"
+        for entry in node["inputs"]:
+            assert ("widget" in entry) == (entry["name"] in {d.name for d in widgets})
+            assert "widget" not in entry or entry["link"] is not None
+    assert sorted(n["order"] for n in ui["nodes"]) == list(range(len(nodes)))
+    for link_id, src, _, dst, _, _ in ui["links"]:
+        assert nodes[src]["order"] < nodes[dst]["order"]
+    boxes = {n["id"]: (n["pos"][0], n["pos"][1] - mx.TITLE_H, n["size"][0], n["size"][1] + mx.TITLE_H)
+             for n in ui["nodes"]}
+    ids = sorted(boxes)
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            assert not _boxes_overlap(boxes[a], boxes[b]), f"{path}: nodes {a} and {b} overlap"
+    for group in ui["groups"]:
+        gx, gy, gw, gh = group["bounding"]
+        inside = [i for i, (x, y, w, h) in boxes.items() if gx <= x and x + w <= gx + gw and gy <= y and y + h <= gy + gh]
+        assert inside, f"{path}: group {group['title']} is empty"
+    notes = [n for n in ui["nodes"] if n["type"] == "Note"]
+    assert len(notes) == 1
+    text = notes[0]["widgets_values"][0]
+    for folder, name in WORKFLOWS[path].model_files():
+        assert f"{folder}/{name}" in text, f"{path}: the Note does not say where {name} goes"
+    assert "MaskPreview+" not in {n["type"] for n in ui["nodes"]}
+
+
+def test_prompts_keep_image_placeholder_through_the_frontend(info):
+    """``{image}`` must reach the model literally: the UI file escapes it for the frontend's dynamic prompts."""
+    wf = WORKFLOWS["workflow_example_lora/local_control_editing"]
+    ui = _load_ui(wf.path)
+    texts = [n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "CLIPTextEncode"]
+    assert any(t.startswith("\\{image\\} ") for t in texts)
+    api = mx.to_api(wf, info)
+    assert any(n["inputs"].get("text", "").startswith("{image} ") for n in api.values())
+
+
+# ------------------------------------------------------------------------------------------ convert + validate
+
+
+@pytest.mark.parametrize("path", IDS)
+def test_ui_workflow_converts_to_the_builder_graph(info, path):
+    ui_to_api = _ui_to_api()
+    if ui_to_api is None:
+        pytest.skip("tools/workflow_convert.py (ui_to_api) is not there yet")
+    converted = ui_to_api(_load_ui(path), info, meta=False)
+    assert converted == mx.to_api(WORKFLOWS[path], info)
+
+
+@pytest.mark.parametrize("path", IDS)
+def test_api_graph_validates_with_the_published_model_names(comfy_host, info, staged_inputs, placeholder_models,
+                                                            path):
+    outputs = comfy_host.validate(mx.to_api(WORKFLOWS[path], info))
+    assert outputs
+
+
+# ------------------------------------------------------------------------------------------ run on tiny models
+
+
+def tiny_graph(prompt: dict) -> dict:
+    """The example on the tiny models: tiny files, CLIP-L alone, 1 step, 512 tokens, the Redux branch dropped."""
+    prompt = json.loads(json.dumps(prompt))
+    for node_id, node in list(prompt.items()):
+        if node["class_type"] == "StyleModelApply":
+            for other in prompt.values():
+                for key, value in other["inputs"].items():
+                    if value == [node_id, 0]:
+                        other["inputs"][key] = node["inputs"]["conditioning"]
+    prompt = {k: v for k, v in prompt.items() if v["class_type"] not in REDUX_NODES}
+    for node in prompt.values():
+        inputs = node["inputs"]
+        for key, value in inputs.items():
+            if isinstance(value, str) and value in TINY_FILES:
+                inputs[key] = TINY_FILES[value]
+        if node["class_type"] == "DualCLIPLoader":
+            node["class_type"] = "CLIPLoader"
+            node["inputs"] = {"clip_name": "clip_l_random.safetensors", "type": "stable_diffusion"}
+        if node["class_type"] == "KSampler":
+            inputs["steps"] = 1
+        if node["class_type"] == "ACEPlusCanvas":
+            inputs["max_image_tokens"] = TINY_TOKENS
+    return prompt
+
+
+def _image_size(prompt: dict, link, input_dir: Path) -> tuple[int, int]:
+    node = prompt[link[0]]
+    if node["class_type"] == "LoadImage":
+        with Image.open(input_dir / node["inputs"]["image"]) as im:
+            return im.size
+    if node["class_type"] == "ImageScaleBy":
+        w, h = _image_size(prompt, node["inputs"]["image"], input_dir)
+        s = node["inputs"]["scale_by"]
+        return round(w * s), round(h * s)
+    raise AssertionError(f"cannot size {node['class_type']}")
+
+
+def _load(path: Path, mode: str) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert(mode))
+
+
+@pytest.mark.parametrize("path", IDS)
+def test_example_runs_end_to_end_on_tiny_models(comfy_host, tiny_models, info, staged_inputs, path):
+    ui_to_api = _ui_to_api()
+    api = ui_to_api(_load_ui(path), info) if ui_to_api else mx.to_api(WORKFLOWS[path], info)
+    prompt = tiny_graph(api)
+    result = comfy_host.run(prompt)
+    (saved,) = result.image_paths(comfy_host.output_dir)
+    out = _load(saved, "RGB")
+    stitch = next(n for n in prompt.values() if n["class_type"] == "ACEPlusStitch")["inputs"]
+    canvas = next(n for n in prompt.values() if n["class_type"] == "ACEPlusCanvas")["inputs"]
+    if "original_image" in stitch:
+        w, h = _image_size(prompt, stitch["original_image"], comfy_host.input_dir)
+    else:
+        w, h = canvas["width"], canvas["height"]
+    assert out.shape == (h, w, 3), f"{path}: output {out.shape[1]}x{out.shape[0]}, expected {w}x{h}"
+    if "mask" in stitch:  # a local edit: the photo is unchanged away from the (grown, feathered) mask
+        photo_link = stitch["original_image"]
+        photo = _load(comfy_host.input_dir / prompt[photo_link[0]]["inputs"]["image"], "RGB")
+        mask = _load(comfy_host.input_dir / prompt[stitch["mask"][0]]["inputs"]["image"], "L") > 127
+        reach = stitch["grow_mask_px"] + stitch["feather_px"] + 1
+        ys, xs = np.nonzero(mask)
+        far = np.ones(mask.shape, bool)
+        far[max(ys.min() - reach, 0) : ys.max() + reach + 1, max(xs.min() - reach, 0) : xs.max() + reach + 1] = False
+        assert np.array_equal(out[far], photo[far])
+        assert not np.array_equal(out[mask], photo[mask])
