@@ -339,9 +339,10 @@ MIN_HEIGHTS = {"LoadImage": 330, "LoadImageMask": 330, "SaveImage": 380}
 
 
 def _note_height(text: str) -> int:
-    chars_per_line = (NOTE_W - 20) // 7
+    # The frontend's Note textarea: about 6.5 px per character, 13 px per line (measured on its screenshots).
+    chars_per_line = int((NOTE_W - 20) / 6.5)
     lines = sum(max(1, math.ceil(len(line) / chars_per_line)) for line in text.split("\n"))
-    return 40 + 17 * lines
+    return 40 + 13 * lines
 
 
 def _node_size(node: Node, info: dict | None, n_in_sockets: int, n_outputs: int) -> list[int]:
