@@ -139,8 +139,11 @@ def browser_results(server, tmp_path_factory):
     results = _run_browser(url, out, files)
     if os.environ.get("ACE_UPDATE_SCREENSHOTS"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
         for f in _example_workflows():
-            shutil.copy(out / f"{f.stem}.png", SCREENSHOTS / f"{f.parent.name}__{f.stem}.png")
+            with Image.open(out / f"{f.stem}.png") as im:
+                im.convert("RGB").save(SCREENSHOTS / f"{f.parent.name}__{f.stem}.jpg", quality=80)
     return results, out
 
 
