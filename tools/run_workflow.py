@@ -78,7 +78,7 @@ SYNTHETIC_SETS: dict[str, dict[str, Any]] = {
     "tiny": {"fill": "tiny_flux_fill.safetensors", "fft": "tiny_ace_plus_fft.safetensors",
              "lora": "tiny_fill_lora_peft.safetensors", "lora_strength": None},
 }
-SYNTHETIC_STEPS = 4
+SYNTHETIC_STEPS = 2  # synthetic output is noise whatever the count: two steps prove the sampler loop
 SYNTHETIC_TOKENS = 1024  # canvas budget in synthetic mode: CPU-friendly; outputs keep their full size
 #: The Redux branch (FLUX.1 Redux + SigCLIP vision) has no synthetic stand-in: StyleModelApply is bypassed (its
 #: conditioning input passes through, as the frontend's bypass does) and the branch's loaders are removed.
@@ -426,9 +426,11 @@ def _collect(outputs: dict, fetch, run_dir: Path) -> list[dict]:
             kind = img.get("type", "output")
             if kind not in ("output", "temp"):
                 continue
-            dst_dir = run_dir if kind == "output" else run_dir / "preview"
-            dst_dir.mkdir(parents=True, exist_ok=True)
-            dst = dst_dir / img["filename"]
+            if kind == "output":
+                dst = run_dir / img["filename"]
+            else:  # previews: named after their node, the server's temp names mean nothing
+                dst = run_dir / "preview" / f"{node_id}_{img['filename']}"
+            dst.parent.mkdir(parents=True, exist_ok=True)
             fetch(img, dst)
             width, height = _image_size(dst)
             images.append({"path": str(dst), "width": width, "height": height, "node": node_id, "type": kind})
