@@ -44,7 +44,7 @@ TINY_FILES = {
     mx.LOCAL_LORA: "tiny_fill_lora_peft.safetensors",
     mx.VAE: "tiny_taef1.safetensors",
 }
-TINY_TOKENS = 512
+TINY_TOKENS = 256
 
 
 def _load_ui(path: str) -> dict:
@@ -97,6 +97,9 @@ def placeholder_models(comfy_host, tmp_path_factory):
 
 
 def test_committed_workflows_equal_the_generator_output(info):
+    if mx.comfyui_version() != mx.GENERATED_WITH_COMFYUI:
+        pytest.skip(f"the examples are generated with ComfyUI {mx.GENERATED_WITH_COMFYUI}, this is "
+                    f"{mx.comfyui_version()} (COMFYUI_PATH): its node definitions may add widgets")
     rendered = mx.render(info)
     stale = [rel for rel, text in rendered.items()
              if not (REPO / rel).is_file() or (REPO / rel).read_text() != text]

@@ -82,6 +82,10 @@ GUIDANCE = 50.0
 SEED = 42
 TOKENS = 4096  # ACE++ Canvas budget: a 1024x1024 canvas
 
+# The files are generated against the pinned host ComfyUI (tools/setup_host.sh): its node definitions decide the
+# widget order and the defaults of widgets the examples do not set.
+GENERATED_WITH_COMFYUI = "0.3.75"
+
 # Frontend-only node types: saved in the UI file, never sent to the server.
 VIRTUAL_NODES = ("Note", "MarkdownNote")
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
@@ -1066,12 +1070,22 @@ def write_inputs(photos: Path | None) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def comfyui_version() -> str:
+    """Version of the ComfyUI that is booted in this process."""
+    import comfyui_version as version
+
+    return version.__version__
+
+
 def boot_info() -> dict[str, dict]:
     """Boot ComfyUI in-process (a throw-away base directory) and read the node definitions."""
     sys.path.insert(0, str(HERE))
     import comfy_host
 
     comfy_host.boot(Path(tempfile.mkdtemp(prefix="ace_plus_examples_")))
+    if comfyui_version() != GENERATED_WITH_COMFYUI:
+        raise SystemExit(f"the examples are generated with ComfyUI {GENERATED_WITH_COMFYUI} (the host of "
+                         f"tools/setup_host.sh); this is {comfyui_version()}: unset COMFYUI_PATH")
     return object_info(needed_node_types())
 
 
