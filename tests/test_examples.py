@@ -228,7 +228,7 @@ def test_api_graph_validates_with_the_published_model_names(comfy_host, info, st
 
 
 def tiny_graph(prompt: dict) -> dict:
-    """The example on the tiny models: tiny files, CLIP-L alone, 1 step, 512 tokens, the Redux branch dropped."""
+    """The example on the tiny models: tiny files, CLIP-L alone, 1 step, 256 tokens, the Redux branch dropped."""
     prompt = json.loads(json.dumps(prompt))
     for node_id, node in list(prompt.items()):
         if node["class_type"] == "StyleModelApply":
