@@ -14,7 +14,9 @@ preview) together with the links from them.
 Images: each ``LoadImage``/``LoadImageMask`` file is looked up next to the workflow (``inputs/`` or beside it).
 ``--image NAME=PATH`` replaces one; NAME is the node's file name, its node id or its title.
 ``--batch-image NAME=GLOB`` runs the graph once per matching file (sorted; several ``--batch-image`` options are
-paired in order and must match as many files); each run writes into ``OUT/run_NNN_<file stem>/``.
+paired in order and must match as many files); each run writes into ``OUT/run_NNN_<file stem>/``. Every run
+uses the saved seed (or ``--seed``): a frontend "randomize" seed control is not applied between runs; ``{a|b}``
+dynamic prompts of a UI workflow are drawn per run, as the frontend does per queued prompt.
 
 Backends:
 * in-process (default): boots ComfyUI (tools/comfy_host.py), loads this pack through ComfyUI's own loader, runs
@@ -921,25 +923,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args, doc: dict, fmt: str, backend, t_start: float) -> int:
-    rng = random.Random(args.seed) if args.seed is not None else None
-    prompt, notes = to_api(doc, fmt, backend.object_info(), args.drop_node_type, rng)
-    if backend.synthetic:
-        prompt, more = synthetic_graph(prompt)
-        notes += more
-        if args.steps is None:
-            args.steps = SYNTHETIC_STEPS
-    notes += set_values(prompt, seed=args.seed, steps=args.steps, text=args.prompt)
+    rng = random.Random(args.seed) if args.seed is not None else random.Random()
+    if backend.synthetic and args.steps is None:
+        args.steps = SYNTHETIC_STEPS
+
+    def build() -> tuple[dict, list[str]]:
+        """The API graph one run queues. A UI workflow is converted for every run, as the frontend converts on
+        every queue: ``{a|b}`` dynamic prompts are drawn again (from ``--seed`` when given)."""
+        prompt, notes = to_api(doc, fmt, backend.object_info(), args.drop_node_type, rng)
+        if backend.synthetic:
+            prompt, more = synthetic_graph(prompt)
+            notes += more
+        notes += set_values(prompt, seed=args.seed, steps=args.steps, text=args.prompt)
+        return prompt, notes
+
+    prompt, notes = build()
     if isinstance(backend, HttpBackend):
         backend.check(prompt)
     runs = plan_runs(prompt, args.workflow, args.image, args.batch_image, need_local=isinstance(backend, LocalBackend))
-    for run in runs:
-        run.prompt = prompt
+    runs[0].prompt = prompt
+    for run in runs[1:]:
+        run.prompt = build()[0] if fmt == "ui" else prompt
     for n in notes:
         say(n)
     batch = bool(args.batch_image)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if fmt == "ui":
+    if fmt == "ui":  # the converted graph (of the first run), for inspection or "Load (API)"
         (out / "prompt_api.json").write_text(json.dumps(prompt, indent=2))
     say(f"{len(runs)} run(s) on {backend.name}" + (f" ({', '.join(c.url for c in backend.clients)})"
                                                   if isinstance(backend, HttpBackend) else ""))
