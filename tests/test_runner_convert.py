@@ -328,12 +328,77 @@ def case_subgraph():
     return doc, expected
 
 
+def case_subgraph_promoted_widget():
+    """Two instances of one subgraph whose input 'guidance' feeds FluxGuidance's widget inside: one instance gets
+    it from a PrimitiveFloat node (a link), the other leaves it unconnected and sends its promoted widget value."""
+    sg_id = "5d0c6f57-2b59-4f0e-8a39-3f0d8f6f2c22"
+
+    def instance(id_, clip_link, guidance_link, out_link, value):
+        return node(id_, sg_id, [value],
+                    inputs=[inp("clip", "CLIP", clip_link), inp("guidance", "FLOAT", guidance_link, widget=True)],
+                    outputs=[out("CONDITIONING", "CONDITIONING", [out_link])],
+                    properties={"proxyWidgets": [["-1", "guidance"], ["2", "text"]]})
+
+    doc = ui(
+        [
+            node(1, "CLIPLoader", ["clip_l_random.safetensors", "stable_diffusion", "default"],
+                 outputs=[out("CLIP", "CLIP", [1, 2])]),
+            node(3, "PrimitiveFloat", [7.5], outputs=[out("FLOAT", "FLOAT", [3])]),
+            instance(6, 1, 3, 4, 0),
+            instance(7, 2, None, 5, 12.25),
+            node(8, "ConditioningZeroOut", None, inputs=[inp("conditioning", "CONDITIONING", 4)],
+                 outputs=[out("CONDITIONING", "CONDITIONING", [])]),
+            node(9, "ConditioningZeroOut", None, inputs=[inp("conditioning", "CONDITIONING", 5)],
+                 outputs=[out("CONDITIONING", "CONDITIONING", [])]),
+        ],
+        [[1, 1, 0, 6, 0, "CLIP"], [2, 1, 0, 7, 0, "CLIP"], [3, 3, 0, 6, 1, "FLOAT"],
+         [4, 6, 0, 8, 0, "CONDITIONING"], [5, 7, 0, 9, 0, "CONDITIONING"]],
+    )
+    doc["definitions"] = {"subgraphs": [{
+        "id": sg_id, "version": 1, "name": "Guided prompt", "revision": 0, "config": {},
+        "state": {"lastGroupId": 0, "lastNodeId": 4, "lastLinkId": 4, "lastRerouteId": 0},
+        "inputNode": {"id": -10, "bounding": [0, 0, 120, 60]},
+        "outputNode": {"id": -20, "bounding": [600, 0, 120, 60]},
+        "inputs": [{"id": "in-0", "name": "clip", "type": "CLIP", "linkIds": [1]},
+                   {"id": "in-1", "name": "guidance", "type": "FLOAT", "linkIds": [3]}],
+        "outputs": [{"id": "out-0", "name": "CONDITIONING", "type": "CONDITIONING", "linkIds": [4]}],
+        "widgets": [],
+        "nodes": [
+            node(2, "CLIPTextEncode", ["hello"], inputs=[inp("clip", "CLIP", 1), inp("text", "STRING", None, True)],
+                 outputs=[out("CONDITIONING", "CONDITIONING", [2])]),
+            node(4, "FluxGuidance", [3.5], inputs=[inp("conditioning", "CONDITIONING", 2),
+                                                   inp("guidance", "FLOAT", 3, widget=True)],
+                 outputs=[out("CONDITIONING", "CONDITIONING", [4])]),
+        ],
+        "links": [
+            {"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 2, "target_slot": 0, "type": "CLIP"},
+            {"id": 2, "origin_id": 2, "origin_slot": 0, "target_id": 4, "target_slot": 0, "type": "CONDITIONING"},
+            {"id": 3, "origin_id": -10, "origin_slot": 1, "target_id": 4, "target_slot": 1, "type": "FLOAT"},
+            {"id": 4, "origin_id": 4, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "CONDITIONING"},
+        ],
+        "groups": [], "extra": {},
+    }]}
+    expected = {
+        "1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l_random.safetensors",
+                                                       "type": "stable_diffusion", "device": "default"}},
+        "3": {"class_type": "PrimitiveFloat", "inputs": {"value": 7.5}},
+        "6:2": {"class_type": "CLIPTextEncode", "inputs": {"text": "hello", "clip": ["1", 0]}},
+        "6:4": {"class_type": "FluxGuidance", "inputs": {"guidance": ["3", 0], "conditioning": ["6:2", 0]}},
+        "7:2": {"class_type": "CLIPTextEncode", "inputs": {"text": "hello", "clip": ["1", 0]}},
+        "7:4": {"class_type": "FluxGuidance", "inputs": {"guidance": 12.25, "conditioning": ["7:2", 0]}},
+        "8": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["6:4", 0]}},
+        "9": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["7:4", 0]}},
+    }
+    return doc, expected
+
+
 CASES = {
     "widgets": case_widgets,
     "primitive_reroute": case_primitive_reroute,
     "bypass_mute": case_bypass_mute,
     "bypass_slot_rules": case_bypass_slot_rules,
     "subgraph": case_subgraph,
+    "subgraph_promoted_widget": case_subgraph_promoted_widget,
 }
 
 
