@@ -219,3 +219,44 @@ def test_readme_main_job_writes_the_image(tmp_path):
         with Image.open(im["path"]) as img:
             assert img.size == (im["width"], im["height"]) and min(img.size) >= 64
     assert "step 1/" in proc.stdout and "[ace++] node " in proc.stdout  # per-node and per-step progress
+
+
+class _FakeClient:
+    def __init__(self, label: str) -> None:
+        self.label = self.url = label
+
+    def websocket(self):
+        return None
+
+
+def _fake_backend(labels, one):
+    backend = object.__new__(rw.HttpBackend)
+    backend.clients = [_FakeClient(label) for label in labels]
+    backend._one = one
+    return backend
+
+
+def test_http_scheduler_spreads_runs_and_hands_back_those_of_a_dead_server(tmp_path):
+    """Every server starts with one run, free servers take the next; a server that stops answering gives its run
+    to another (at most twice per run) and takes no more."""
+    import time
+
+    done = []
+
+    def one(client, ws, run, out, batch, timeout):
+        if client.label == "dead":
+            raise ConnectionRefusedError("refused")
+        time.sleep(0.05)
+        run.record.update(status="ok", server=client.label)
+        done.append((client.label, run.index))
+
+    runs = [rw.Run(i, f"run_{i}", {}) for i in range(5)]
+    _fake_backend(["a", "dead", "b"], one).execute(runs, tmp_path, True, 10)
+    assert sorted(i for _, i in done) == [0, 1, 2, 3, 4]
+    assert {label for label, _ in done} == {"a", "b"}
+    assert all(r.record["status"] == "ok" for r in runs) and runs[1].attempts == 1
+
+    runs = [rw.Run(i, f"run_{i}", {}) for i in range(2)]
+    _fake_backend(["dead"], one).execute(runs, tmp_path, True, 10)
+    assert runs[0].record == {"status": "error", "error": "dead: refused"}
+    assert runs[1].record == {"status": "error", "error": "no server left to run it"}

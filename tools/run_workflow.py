@@ -535,6 +535,7 @@ class _WebSocket:
         self.buf = b""
         self.kind: int | None = None
         self.parts: list[bytes] = []
+        self.broken = False
         key = base64.b64encode(os.urandom(16)).decode()
         path = (u.path or "/") + (f"?{u.query}" if u.query else "")
         request = (f"GET {path} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -711,12 +712,13 @@ class ComfyClient:
         """Follow a queued prompt (websocket events when connected, /history polls always) until it ends."""
         deadline = time.monotonic() + timeout
         next_poll = 0.0
+        ending = False  # the end event came: the history entry follows within moments
         while time.monotonic() < deadline:
-            if ws is not None:
+            if ws is not None and not ws.broken:
                 try:
                     msg = ws.recv(timeout=0.5)
-                except (OSError, ConnectionError):
-                    ws = None
+                except OSError:  # ConnectionError included: follow the prompt by polling from here on
+                    ws.broken = True
                     msg = None
                 if msg:
                     try:
@@ -728,14 +730,15 @@ class ComfyClient:
                         on_event(event.get("type"), data)
                         if event.get("type") in ("execution_success", "execution_error", "execution_interrupted") \
                                 or (event.get("type") == "executing" and data.get("node") is None):
-                            next_poll = 0.0
+                            next_poll, ending = 0.0, True
             else:
                 time.sleep(0.25)
             if time.monotonic() >= next_poll:
                 entry = self.history(prompt_id)
                 if entry and (entry.get("status") or {}).get("status_str") in ("success", "error"):
                     return entry
-                next_poll = time.monotonic() + (2.0 if ws is not None else 0.5)
+                slow = ws is not None and not ws.broken and not ending
+                next_poll = time.monotonic() + (2.0 if slow else 0.25 if ending else 0.5)
         raise ServerError(f"{self.label}: prompt {prompt_id} did not finish within {timeout:.0f} s")
 
 
@@ -788,36 +791,52 @@ class HttpBackend:
                 raise RunnerError(f"server {c.url} lacks node types {', '.join(missing)}")
 
     def execute(self, runs: list[Run], out: Path, batch: bool, timeout: float) -> None:
+        """Every server takes one run to start with, then the next pending one whenever it is free. A server
+        that stops answering gives its run back (at most twice per run) and takes no more."""
         pending: queue.Queue[Run] = queue.Queue()
-        first = {i: runs[i] for i in range(min(len(runs), len(self.clients)))}  # one each to start with
+        first = {i: runs[i] for i in range(min(len(runs), len(self.clients)))}
         for run in runs[len(first):]:
             pending.put(run)
-        alive = {i: True for i in range(len(self.clients))}
+        state = {"open": len(runs), "alive": len(self.clients)}
         lock = threading.Lock()
+
+        def finished() -> None:
+            with lock:
+                state["open"] -= 1
 
         def worker(i: int) -> None:
             client = self.clients[i]
-            ws = client.websocket()
+            ws = None
             run: Run | None = first.get(i)
             try:
                 while True:
                     if run is None:
+                        with lock:
+                            if state["open"] <= 0:
+                                return
                         try:
-                            run = pending.get_nowait()
+                            run = pending.get(timeout=0.2)
                         except queue.Empty:
-                            return
+                            continue
+                    if ws is None or ws.broken:
+                        if ws is not None:
+                            ws.close()
+                        ws = client.websocket()
                     try:
                         self._one(client, ws, run, out, batch, timeout)
-                    except (OSError, ConnectionError) as e:  # the server went away: hand the run to another
-                        with lock:
-                            alive[i] = False
-                            retry = run.attempts < 2 and any(alive.values())
-                        run.record.update(status="error", error=f"{client.label}: {e}")
+                        finished()
+                    except OSError as e:  # the server went away: hand the run to another one
                         say(f"run {run.index} @ {client.label}: connection failed: {e}")
+                        with lock:
+                            state["alive"] -= 1
+                            retry = run.attempts < 2 and state["alive"] > 0
                         if retry:
                             run.attempts += 1
                             run.record.clear()
                             pending.put(run)
+                        else:
+                            run.record.update(status="error", error=f"{client.label}: {e}")
+                            finished()
                         return
                     run = None
             finally:
@@ -829,10 +848,9 @@ class HttpBackend:
             t.start()
         for t in threads:
             t.join()
-        while not pending.empty():  # every server died
+        while not pending.empty():  # every server stopped answering
             run = pending.get_nowait()
-            run.record.setdefault("status", "error")
-            run.record.setdefault("error", "no server left to run it")
+            run.record.update(status="error", error="no server left to run it")
 
     def _one(self, client: ComfyClient, ws, run: Run, out: Path, batch: bool, timeout: float) -> None:
         run_dir = out / run.label if batch else out
