@@ -22,11 +22,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from paths import OFFICIAL_WORKFLOWS
 
 REPO = Path(__file__).resolve().parent.parent
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-OFFICIAL = REPO.parent / "shared" / "official_workflows"
+OFFICIAL = OFFICIAL_WORKFLOWS
 SCREENSHOTS = REPO / "docs" / "screenshots"
 PUBLISHED_MODELS = {
     "diffusion_models": ["flux1-fill-dev.safetensors", "ace_plus_fft.safetensors"],

@@ -32,18 +32,18 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import OFFICIAL_WORKFLOWS
 from comfy_host import GraphError
 from PIL import Image
 
 import run_workflow as rw
 import workflow_convert as wc
 
-OFFICIAL = Path(os.environ.get("ACE_OFFICIAL_WORKFLOWS", "/work/shared/official_workflows"))
+OFFICIAL = OFFICIAL_WORKFLOWS
 FILES = sorted(OFFICIAL.glob("ACE_Plus_*.json")) if OFFICIAL.is_dir() else []
 pytestmark = pytest.mark.skipif(not FILES, reason=f"the official ACE++ workflows are not in {OFFICIAL} "
                                                   "(set ACE_OFFICIAL_WORKFLOWS)")

@@ -15,14 +15,14 @@ from __future__ import annotations
 import copy
 import json
 import random
-from pathlib import Path
 
 import pytest
+from paths import OFFICIAL_WORKFLOWS
 from graphs import Graph
 
 import workflow_convert as wc
 
-OFFICIAL = Path("/work/shared/official_workflows")
+OFFICIAL = OFFICIAL_WORKFLOWS
 OFFICIAL_FILES = sorted(OFFICIAL.glob("*.json")) if OFFICIAL.is_dir() else []
 
 
