@@ -74,7 +74,7 @@ from typing import Any
 
 import torch
 
-from . import control
+from . import control, validate
 from .geometry import (
     FITS,
     LAYOUTS,
@@ -188,6 +188,7 @@ def build_canvas(
     fit: str = "exact",
     control_options: Mapping[str, Any] | None = None,
     guidance_name: str = "guidance",
+    budget_name: str = "max_image_tokens",
 ) -> CanvasResult:
     """Build ACE++ canvases (see the module docstring for the layout and every rule).
 
@@ -209,6 +210,7 @@ def build_canvas(
         control_options: keyword arguments of :func:`.control.derive_guidance` (``low_threshold``,
             ``high_threshold``, ``ratio``); None: the official defaults.
         guidance_name: how error messages call ``guidance`` (the node input that feeds it).
+        budget_name: how error messages call ``max_image_tokens``.
 
     Raises:
         ValueError: bad input (the message names the input and the fix).
@@ -219,15 +221,17 @@ def build_canvas(
         raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
     if reference_mode not in REFERENCE_MODES:
         raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {reference_mode!r}")
-    budget = _check_budget(max_image_tokens, "max_image_tokens")
+    budget = _check_budget(max_image_tokens, budget_name)
     if reference_mode == "keep_pixels_pad":
         keep_pixels_rate = _check_keep_pixels_rate(keep_pixels_rate)
 
     prepared = _prepare(
-        task, reference_image, edit_image, edit_mask, guidance, height, width, control_options or {}, guidance_name
+        task, reference_image, edit_image, edit_mask, guidance, height, width, control.check_options(control_options),
+        guidance_name,
     )
     if fit == "official":
-        canvas, mask, geometry = _fit_official(prepared, layout, reference_mode, keep_pixels_rate, budget)
+        canvas, mask, geometry = _fit_official(prepared, layout, reference_mode, keep_pixels_rate, budget,
+                                               budget_name)
     else:
         canvas, mask, geometry = _fit_exact(prepared, layout, reference_mode, keep_pixels_rate, budget)
     return _finish(canvas, mask, layout, geometry)
@@ -263,6 +267,8 @@ def official_processor(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if task_type not in ALL_TASKS:
+        raise ValueError(f"task_type must be one of {ALL_TASKS}, got {task_type!r}")
     if not use_reference and edit_image is not None:
         reference_image = None
     budget = _check_budget(max_seq_length, "max_seq_length")
@@ -285,6 +291,7 @@ def official_processor(
         fit="official",
         control_options=control_options,
         guidance_name=guidance_name,
+        budget_name="max_seq_length",
     )
     g = result.geometry[0]
     return OfficialResult(
@@ -317,7 +324,7 @@ def aspect_crop_box(height: int, width: int, max_aspect: int = MAX_ASPECT_RATIO)
 
 
 def _check_budget(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number of image tokens (16x16 px each), got {value!r}")
     return value
 
@@ -337,16 +344,8 @@ def _wxh(h: int, w: int) -> str:
     return f"{w}x{h}"
 
 
-def _to_bchw(image: torch.Tensor, name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """ComfyUI IMAGE -> ``[B, 3, H, W]`` view on ``device`` in ``dtype``."""
-    if not isinstance(image, torch.Tensor):
-        raise ValueError(f"{name} must be an IMAGE tensor, got {type(image).__name__}")
-    if image.ndim == 3:
-        image = image.unsqueeze(0)
-    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4) or image.shape[1] < 1 or image.shape[2] < 1:
-        raise ValueError(f"{name} must be an IMAGE shaped [B, H, W, C] with C = 1, 3 or 4, got {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise ValueError(f"{name} must be a float IMAGE with values in [0, 1], got dtype {image.dtype}")
+def _to_bchw(image: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Checked IMAGE (:func:`.validate.check_image`) -> ``[B, 3, H, W]`` view on ``device`` in ``dtype``."""
     c = image.shape[-1]
     if c == 4:
         image = image[..., :3]
@@ -372,6 +371,18 @@ def _prepare(
     if task not in ALL_TASKS:
         raise ValueError(f"task must be one of {ALL_TASKS}, got {task!r}")
     repaint = task == "repainting"
+    # Every image is checked (shape, channels, finite; clamped to [0, 1]) before any work is done.
+    edit_image = validate.check_image(edit_image, "edit_image", optional=True)
+    reference_image = validate.check_image(reference_image, "reference_image", optional=True)
+    guidance = validate.check_image(guidance, guidance_name, optional=True)
+    if guidance is not None and edit_image is None:
+        raise ValueError(f"{guidance_name} needs an edit_image: it replaces the edit image's pixels under the mask.")
+    if guidance is not None and repaint:
+        raise ValueError(
+            f"{guidance_name} is not used by task 'repainting' (it blanks the masked area); use "
+            f"'no_preprocess' or a control task to keep guidance pixels under the mask, or disconnect "
+            f"{guidance_name}."
+        )
     anchor = edit_image if edit_image is not None else reference_image
     device = anchor.device if isinstance(anchor, torch.Tensor) else torch.device("cpu")
     dtype = torch.float64 if isinstance(anchor, torch.Tensor) and anchor.dtype == torch.float64 else torch.float32
@@ -386,19 +397,14 @@ def _prepare(
     if edit_image is None:
         if edit_mask is not None:
             logger.warning("edit_mask is ignored without an edit_image (reference-only generation edits everything)")
-        if guidance is not None:
-            raise ValueError(
-                f"{guidance_name} needs an edit_image: it replaces the edit image's pixels under the mask."
-            )
-        for name, v in (("height", height), ("width", width)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ValueError(f"{name} (size of the generated image without an edit_image) must be >= 1, got {v!r}")
-        height, width = int(height), int(width)
-        edit = torch.full((1, 3, height, width), 0.5, dtype=dtype, device=device).expand(batch, -1, -1, -1)
-        mask = torch.ones((1, 1, height, width), dtype=dtype, device=device).expand(batch, -1, -1, -1)
+        height = validate.check_side(height, "height")
+        width = validate.check_side(width, "width")
+        # Constant planes as stride-0 views: a 16384 px blank area costs no memory (the fits never copy it whole).
+        edit = torch.full((1, 1, 1, 1), 0.5, dtype=dtype, device=device).expand(batch, 3, height, width)
+        mask = torch.ones((1, 1, 1, 1), dtype=dtype, device=device).expand(batch, 1, height, width)
         source_hw, crop_box, reference_only = (height, width), (0, 0, height, width), True
     else:
-        edit = _to_bchw(edit_image, "edit_image", device, dtype)
+        edit = _to_bchw(edit_image, device, dtype)
         H, W = int(edit.shape[-2]), int(edit.shape[-1])
         mask = normalize_mask(edit_mask, (H, W), batch, device=device, dtype=dtype).unsqueeze(1)
         if task in GUIDED_TASKS and guidance is None:
@@ -411,13 +417,7 @@ def _prepare(
                 )
             guidance = control.derive_guidance(task, edit_image, **control_options)
         if guidance is not None:
-            if repaint:
-                raise ValueError(
-                    f"{guidance_name} is not used by task 'repainting' (it blanks the masked area); use "
-                    f"'no_preprocess' or a control task to keep guidance pixels under the mask, or disconnect "
-                    f"{guidance_name}."
-                )
-            g = _to_bchw(guidance, guidance_name, device, dtype)
+            g = _to_bchw(guidance, device, dtype)
             g = broadcast_batch(g, batch, guidance_name, owner)
             g = match_guidance(g, (H, W), name=guidance_name)
             edit = torch.where(mask > 0.5, g, edit)
@@ -441,7 +441,7 @@ def _prepare(
 
     ref = None
     if reference_image is not None:
-        ref = _to_bchw(reference_image, "reference_image", device, dtype)
+        ref = _to_bchw(reference_image, device, dtype)
         broadcast_batch(ref, batch, "reference_image", owner)  # checks the batch; the fits expand a batch of 1
         rH, rW = int(ref.shape[-2]), int(ref.shape[-1])
         top, left, ch, cw = aspect_crop_box(rH, rW)
@@ -484,7 +484,7 @@ def _geometry(p: _Prepared, layout: str, fit: str, **kw) -> CanvasGeometry:
 
 
 def _fit_official(
-    p: _Prepared, layout: str, reference_mode: str, rate: float | None, budget: float
+    p: _Prepared, layout: str, reference_mode: str, rate: float | None, budget: float, budget_name: str
 ) -> tuple[torch.Tensor, torch.Tensor, CanvasGeometry]:
     """The official processors' canvas: assemble at the edit resolution, then nearest-exact to the floored size."""
     batch = p.edit.shape[0]
@@ -507,10 +507,18 @@ def _fit_official(
     cols = nearest_exact_indices(W, rW, p.edit.device) if rW >= TOKEN_PX else None
     slice_w = int((cols < ref_w).sum()) if cols is not None else 0
     if rows is None or cols is None or slice_w >= rW:
+        if budget >= (H / TOKEN_PX) * (W / TOKEN_PX):  # scale 1: the sizes themselves are below one token
+            what = f"height x width ({_wxh(ch, cw)})" if p.reference_only else f"edit_image ({_wxh(ch, cw)})"
+            raise ValueError(
+                f"{what} is too small for the official canvas, which floors its sides to multiples of 16 px (one "
+                f"token) and here keeps no row or column of the edit area"
+                + (f" beside the {ref_w} px wide reference_image" if ref_w else "")
+                + ". Use an edit area of at least 16x16 px (ACE++ Canvas pads small images instead)."
+            )
         raise ValueError(
             f"the token budget {budget:g} is too small for a {_wxh(H, W)} canvas: it rounds to {_wxh(rH, rW)}"
             + (" with no column left for the edit image" if rH and rW else "")
-            + ". Raise max_seq_length (or use a smaller reference)."
+            + f". Raise {budget_name} (or use a smaller reference_image)."
         )
 
     # Nearest-exact sampling of cat([ref, edit]) without materialising the full-resolution canvas. Sampling is
@@ -559,12 +567,17 @@ def _fit_exact(
     h, w = plan.edit_h, plan.edit_w
 
     edit = p.edit
-    if p.repaint and (h, w) != (ch, cw):
-        # Blank before the antialiasing filter so that no masked content leaks into the neighbouring pixels.
-        edit = torch.where(p.mask > 0.5, torch.full((), 0.5, dtype=edit.dtype, device=edit.device), edit)
-    edit = resize_bilinear_aa(edit, (h, w)) - 0.5
-    mask = resize_nearest_exact(p.mask, (h, w))
-    if (h, w) != (ch, cw):
+    if p.reference_only:
+        # The blank area is a constant plane (a stride-0 view): build it at the fitted size, gray (0 when shifted).
+        edit = p.edit.new_zeros((batch, 3, h, w))
+        mask = p.mask.new_ones((batch, 1, h, w))
+    else:
+        if p.repaint and (h, w) != (ch, cw):
+            # Blank before the antialiasing filter so that no masked content leaks into the neighbouring pixels.
+            edit = torch.where(p.mask > 0.5, torch.full((), 0.5, dtype=edit.dtype, device=edit.device), edit)
+        edit = resize_bilinear_aa(edit, (h, w)) - 0.5
+        mask = resize_nearest_exact(p.mask, (h, w))
+    if (h, w) != (ch, cw) and not p.reference_only:
         mask = (mask > 0.5).to(p.mask.dtype)
         lost = ~mask.flatten(1).any(dim=1)
         if bool(lost.any()):

@@ -48,9 +48,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
+
+from . import validate
 
 __all__ = [
     "DEFAULT_CANNY_HIGH",
@@ -58,8 +61,10 @@ __all__ = [
     "DEFAULT_MOSAIC_RATIO",
     "DERIVED_TASKS",
     "EXTERNAL_TASKS",
+    "OPTION_NAMES",
     "apply_under_mask",
     "canny_repainting",
+    "check_options",
     "derive_guidance",
     "mosaic_repainting",
     "recolorizing",
@@ -74,6 +79,8 @@ EXTERNAL_TASKS = ("contour_repainting", "depth_repainting")
 DEFAULT_CANNY_LOW = 100
 DEFAULT_CANNY_HIGH = 200
 DEFAULT_MOSAIC_RATIO = 64
+#: Keyword options of :func:`derive_guidance`.
+OPTION_NAMES = ("low_threshold", "high_threshold", "ratio")
 
 # ITU-R BT.601 luma weights, as PIL's "L" conversion (L = R * 299/1000 + G * 587/1000 + B * 114/1000).
 _LUMA = (0.299, 0.587, 0.114)
@@ -87,15 +94,10 @@ _TG22 = int(0.4142135623730950488016887242097 * (1 << _CANNY_SHIFT) + 0.5)
 
 
 def _image(image: torch.Tensor, name: str = "image") -> tuple[torch.Tensor, torch.dtype]:
-    """IMAGE -> ``[B, H, W, C]`` (C = 1 or 3) in float32/float64, plus the dtype to return."""
-    if not isinstance(image, torch.Tensor):
-        raise ValueError(f"{name} must be an IMAGE tensor, got {type(image).__name__}")
-    if image.ndim == 3:
-        image = image.unsqueeze(0)
-    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4) or image.shape[1] < 1 or image.shape[2] < 1:
-        raise ValueError(f"{name} must be an IMAGE shaped [B, H, W, C] with C = 1, 3 or 4, got {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise ValueError(f"{name} must be a float IMAGE with values in [0, 1], got dtype {image.dtype}")
+    """IMAGE -> ``[B, H, W, C]`` (C = 1 or 3) in float32/float64, plus the dtype to return.
+
+    Checked by :func:`.validate.check_image` (NaN/inf: ``ValueError``; values outside [0, 1] clamped)."""
+    image = validate.check_image(image, name)
     out_dtype = image.dtype
     if image.shape[-1] == 4:
         image = image[..., :3]
@@ -265,6 +267,16 @@ def _hysteresis(weak: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
 # ==================================================================== dispatch and composite
 
 
+def check_options(options, name: str = "control_options") -> dict:
+    """``options`` (None or a mapping with keys among :data:`OPTION_NAMES`) as a dict; a ``ValueError`` otherwise.
+    The values are checked where they are used."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping) or not set(options) <= set(OPTION_NAMES):
+        raise ValueError(f"{name} must be a mapping with keys among {OPTION_NAMES}, got {options!r}")
+    return dict(options)
+
+
 def derive_guidance(
     task: str,
     image: torch.Tensor,
@@ -300,10 +312,9 @@ def apply_under_mask(guidance: torch.Tensor, image: torch.Tensor, mask: torch.Te
     ``[B, H, W, 3]`` in ``image``'s dtype.
     """
     g, _ = _image(guidance, "guidance")
+    image = validate.check_image(image, "image")
     x, dtype = _image(image, "image")
-    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
-        raise ValueError(f"mask must be a MASK tensor shaped [B, H, W] or [H, W], got {getattr(mask, 'shape', mask)}")
-    mask = mask if mask.ndim == 3 else mask.unsqueeze(0)
+    mask = validate.check_mask(mask, "mask")
     hw = tuple(x.shape[1:3])
     if tuple(g.shape[1:3]) != hw or tuple(mask.shape[1:]) != hw:
         raise ValueError(
@@ -314,6 +325,6 @@ def apply_under_mask(guidance: torch.Tensor, image: torch.Tensor, mask: torch.Te
     for name, n in (("guidance", g.shape[0]), ("image", x.shape[0]), ("mask", mask.shape[0])):
         if n not in (1, batch):
             raise ValueError(f"{name} has a batch of {n}, expected 1 or {batch}")
-    x = image if image.ndim == 4 else image.unsqueeze(0)  # original values, bit for bit
+    x = image  # original values (after the [0, 1] clamp), bit for bit
     x = x[..., :3] if x.shape[-1] == 4 else x.expand(*x.shape[:-1], 3) if x.shape[-1] == 1 else x
     return torch.where((mask > 0.5).to(x.device).unsqueeze(-1), g.to(device=x.device, dtype=dtype), x)

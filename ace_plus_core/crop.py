@@ -13,7 +13,8 @@ photo to the budget renders that part with few pixels (a 300x380 face in a 2048x
    over the batch (each keeps its own centre, clamped into the image).
 3. **Scale.** With ``upscale`` the crops are enlarged (antialiased bilinear, at most ``max_upscale`` x) so that the
    canvas uses the budget; the canvas fit (:func:`.canvas.build_canvas`, exact mode) then shrinks them if needed.
-   Without it (or when the crop already exceeds the budget) the canvas only ever scales down.
+   Without it (or when the crop already exceeds the budget) the canvas only ever scales down. The upscale never
+   aims above :data:`MAX_UPSCALE_TOKENS`, whatever the budget.
 4. **Geometry.** Each item's :class:`.geometry.CanvasGeometry` records its box in the source image, so cutting back
    and stitching (:mod:`.stitch`) invert the whole chain exactly.
 """
@@ -26,13 +27,25 @@ from dataclasses import dataclass
 
 import torch
 
-from . import control
-from .canvas import GUIDED_TASKS, MAX_ASPECT_RATIO, CanvasResult, build_canvas
-from .geometry import plan_exact
-from .masks import batch_size_of, broadcast_batch, normalize_mask
+from . import control, validate
+from .canvas import (
+    ALL_TASKS,
+    GUIDED_TASKS,
+    MAX_ASPECT_RATIO,
+    CanvasResult,
+    _check_budget,
+    _check_keep_pixels_rate,
+    build_canvas,
+)
+from .geometry import LAYOUTS, REFERENCE_MODES, plan_exact
+from .masks import broadcast_batch, normalize_mask
 from .resize import resize_bilinear_aa
 
-__all__ = ["ContextSpec", "build_canvas_around_mask", "mask_crop_boxes"]
+__all__ = ["MAX_UPSCALE_TOKENS", "ContextSpec", "build_canvas_around_mask", "mask_crop_boxes"]
+
+#: Upscaling a small crop aims at the budget, but never beyond this many tokens (the canvas node's largest budget,
+#: a 4096x4096 canvas): an enormous budget must not turn an 8192 px crop into a 32768 px one.
+MAX_UPSCALE_TOKENS = 65536
 
 
 @dataclass(frozen=True)
@@ -135,19 +148,34 @@ def build_canvas_around_mask(
     """
     if edit_image is None:
         raise ValueError("edit_image is required to crop around the mask; disconnect crop_to_mask for reference-only")
-    if not isinstance(edit_image, torch.Tensor) or edit_image.ndim not in (3, 4):
-        raise ValueError(f"edit_image must be an IMAGE [B, H, W, C], got {getattr(edit_image, 'shape', edit_image)}")
-    image = edit_image if edit_image.ndim == 4 else edit_image.unsqueeze(0)
+    # Checks first (cheap), before any full-size work.
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if task not in ALL_TASKS:
+        raise ValueError(f"task must be one of {ALL_TASKS}, got {task!r}")
+    if reference_mode not in REFERENCE_MODES:
+        raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {reference_mode!r}")
+    if reference_mode == "keep_pixels_pad":
+        keep_pixels_rate = _check_keep_pixels_rate(keep_pixels_rate)
+    _check_budget(max_image_tokens, "max_image_tokens")
+    image = validate.check_image(edit_image, "edit_image")
+    reference_image = validate.check_image(reference_image, "reference_image", optional=True)
+    guidance = validate.check_image(guidance, guidance_name, optional=True)
+    control_options = control.check_options(control_options)
+    if not isinstance(context, ContextSpec):
+        raise ValueError(f"context must be a ContextSpec, got {type(context).__name__}")
     batch, src_h, src_w = int(image.shape[0]), int(image.shape[1]), int(image.shape[2])
+    if reference_image is not None:
+        broadcast_batch(reference_image, batch, "reference_image", "edit_image")
     mask = normalize_mask(edit_mask, (src_h, src_w), batch, device=image.device)
     boxes = mask_crop_boxes(mask, context)
     crops = _crop(image, boxes)
     crop_masks = _crop(mask, boxes)
     crop_guidance = None
     if guidance is None and task in GUIDED_TASKS and task not in control.EXTERNAL_TASKS:
-        guidance = control.derive_guidance(task, image, **(control_options or {}))
+        guidance = control.derive_guidance(task, image, **control_options)
     if guidance is not None:
-        g = guidance if guidance.ndim == 4 else guidance.unsqueeze(0)
+        g = guidance
         if tuple(g.shape[1:3]) != (src_h, src_w):
             raise ValueError(
                 f"{guidance_name} is {g.shape[2]}x{g.shape[1]} but edit_image is {src_w}x{src_h}; with crop_to_mask "
@@ -161,10 +189,9 @@ def build_canvas_around_mask(
         ref_hw = None
         if reference_image is not None:
             ref_hw = (int(reference_image.shape[-3]), int(reference_image.shape[-2]))
-            if batch_size_of(reference_image, 3) not in (1, batch):
-                raise ValueError(f"reference_image has a batch of {reference_image.shape[0]} but edit_image has {batch}")
         at_one = plan_exact((box_h, box_w), ref_hw, reference_mode, keep_pixels_rate or 0.8, float("inf"))
-        factor = min(context.max_upscale, math.sqrt(max_image_tokens / at_one.tokens))
+        aim = min(max_image_tokens, MAX_UPSCALE_TOKENS)
+        factor = min(context.max_upscale, math.sqrt(aim / at_one.tokens))
         if factor > 1.0:
             up = (max(1, round(box_h * factor)), max(1, round(box_w * factor)))
             crops = resize_bilinear_aa(crops.movedim(-1, 1)[:, :3], up).movedim(1, -1).clamp(0, 1)

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from . import validate
 from .resize import resize_bilinear_aa, resize_nearest_exact
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "CanvasGeometry",
     "ExactPlan",
     "canvas_to_crop",
+    "check_geometries",
     "official_canvas_size",
     "official_reference_size",
     "plan_exact",
@@ -149,31 +151,53 @@ class CanvasGeometry:
         return cls(**{k: data[k] for k in names})
 
 
-def canvas_to_crop(canvas: torch.Tensor, geometry: CanvasGeometry, *, is_mask: bool = False) -> torch.Tensor:
+def check_geometries(geometry: Any, name: str = "geometry") -> tuple[CanvasGeometry, ...]:
+    """A non-empty sequence of :class:`CanvasGeometry` (one per batch item) as a tuple; ``ValueError`` otherwise."""
+    if isinstance(geometry, CanvasGeometry):
+        return (geometry,)
+    if not isinstance(geometry, (tuple, list)) or not geometry or not all(
+        isinstance(g, CanvasGeometry) for g in geometry
+    ):
+        raise ValueError(
+            f"{name} must be the geometry output of an ACE++ Canvas (one CanvasGeometry per batch item), got "
+            f"{type(geometry).__name__}; connect the canvas node's geometry output."
+        )
+    return tuple(geometry)
+
+
+def canvas_to_crop(
+    canvas: torch.Tensor, geometry: CanvasGeometry, *, is_mask: bool = False, name: str = "canvas"
+) -> torch.Tensor:
     """Cut the edit area out of a (decoded) canvas and resize it to the crop box size.
 
     ``canvas`` is a ComfyUI IMAGE ``[B, H, W, C]`` (or ``[H, W, C]``), or with ``is_mask`` a MASK ``[B, H, W]`` (or
     ``[H, W]``), of the canvas size ``geometry.canvas_h x geometry.canvas_w``. Images are resized with antialiased
     bilinear, masks with nearest-exact; when the edit area already has the crop size (exact fit, no downscaling)
-    the pixels are returned unchanged. Returns ``[B, crop_h, crop_w, C]`` (or ``[B, crop_h, crop_w]``).
+    the pixels are returned unchanged. Returns ``[B, crop_h, crop_w, C]`` (or ``[B, crop_h, crop_w]``), images in
+    [0, 1]. The canvas is checked (:mod:`.validate`; ``name`` is how messages call it).
     """
-    batched = canvas.ndim == (3 if is_mask else 4)
-    x = canvas if batched else canvas.unsqueeze(0)
-    if x.ndim != (3 if is_mask else 4):
-        kind = "MASK [B, H, W]" if is_mask else "IMAGE [B, H, W, C]"
-        raise ValueError(f"expected a canvas {kind}, got shape {tuple(canvas.shape)}")
+    if not isinstance(geometry, CanvasGeometry):
+        raise ValueError(f"geometry must be one CanvasGeometry (one batch item), got {type(geometry).__name__}")
+    if is_mask:
+        x = validate.check_mask(canvas, name, soft=True)  # float32, NaN -> 0, clamped to [0, 1]
+    else:
+        x = validate.check_image(canvas, name)
     h, w = int(x.shape[1]), int(x.shape[2])
     if (h, w) != (geometry.canvas_h, geometry.canvas_w):
         raise ValueError(
-            f"the decoded canvas is {w}x{h} but its geometry describes a {geometry.canvas_w}x{geometry.canvas_h} "
-            "canvas; decode the latent that was made from this canvas (without upscaling it)."
+            f"the decoded canvas ({name}) is {w}x{h} but its geometry describes a "
+            f"{geometry.canvas_w}x{geometry.canvas_h} canvas; decode the latent that was made from this canvas "
+            "(without upscaling it)."
         )
     rows, cols = geometry.edit_area_slice()
     area = x[:, rows, cols]
     size = (geometry.crop_h, geometry.crop_w)
     if is_mask:
         return resize_nearest_exact(area, size)
-    return resize_bilinear_aa(area.movedim(-1, 1), size).movedim(1, -1)
+    if (area.shape[1], area.shape[2]) == size:
+        return area
+    # A fresh tensor: clamping in place costs nothing and removes float overshoot of the filter weights.
+    return resize_bilinear_aa(area.movedim(-1, 1), size).movedim(1, -1).clamp_(0.0, 1.0)
 
 
 # ==================================================================== sizing arithmetic

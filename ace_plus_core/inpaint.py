@@ -4,6 +4,10 @@ The VAE works on multiples of 8 pixels. Like ComfyUI's InpaintModelConditioning,
 multiples of 8 is center-cropped to them, and the mask is resized to the image and cropped the same way.
 Unlike the official ACE++ nodes, *every* tensor that is encoded (the concat latents and the latent the sampler
 starts from) comes from the same cropped pixels (official defect 11).
+
+Inputs are checked before anything is encoded (:mod:`.validate`): NaN/inf pixels are a ``ValueError``, values
+outside [0, 1] are clamped, 1-channel images are used as RGB and alpha is dropped; the mask keeps soft values
+(NaN becomes 0, values are clamped to [0, 1]).
 """
 
 from __future__ import annotations
@@ -11,27 +15,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import validate
+from .masks import ASPECT_TOLERANCE, aspect_matches
+
 LATENT_FACTOR = 8
 
 
-def _as_mask_batch(mask: torch.Tensor, name: str) -> torch.Tensor:
-    if mask.dim() == 2:
-        mask = mask.unsqueeze(0)
-    if mask.dim() != 3:
-        raise ValueError(f"{name} must be a MASK [batch, height, width]; got a tensor of shape {tuple(mask.shape)}")
-    return mask
-
-
-def check_image(image: torch.Tensor, name: str) -> None:
-    if image.dim() != 4 or image.shape[-1] not in (3, 4):
-        raise ValueError(
-            f"{name} must be an IMAGE [batch, height, width, 3]; got a tensor of shape {tuple(image.shape)}"
-        )
+def check_image(image: torch.Tensor, name: str) -> torch.Tensor:
+    """The checked RGB IMAGE ``[B, H, W, 3]`` (:func:`.validate.check_image`), at least 8x8 pixels."""
+    image = validate.rgb(validate.check_image(image, name))
     if image.shape[1] < LATENT_FACTOR or image.shape[2] < LATENT_FACTOR:
         raise ValueError(
             f"{name} is {image.shape[2]}x{image.shape[1]}; the VAE needs at least {LATENT_FACTOR}x{LATENT_FACTOR} "
             "pixels. Connect the canvas from an ACE++ processor or canvas node."
         )
+    return image
 
 
 def crop_box_multiple_of_8(height: int, width: int) -> tuple[int, int, int, int]:
@@ -47,10 +45,11 @@ def prepare_pixels_and_mask(
     """Crop ``pixels`` [B,H,W,C] to multiples of 8 and bring ``mask`` to the same size and batch.
 
     Returns (pixels [B,h,w,3], mask [B,1,h,w]); the mask is resized bilinearly to the image first (as ComfyUI
-    and the official nodes do), so a mask made at the canvas size passes through unchanged.
+    and the official nodes do), so a mask made at the canvas size passes through unchanged; a mask whose aspect
+    ratio differs by more than 1 % is a ``ValueError``.
     """
-    check_image(pixels, pixels_name)
-    mask = _as_mask_batch(mask, mask_name).to(pixels.device, torch.float32)
+    pixels = check_image(pixels, pixels_name)
+    mask = validate.check_mask(mask, mask_name, soft=True).to(pixels.device, torch.float32)
     batch = pixels.shape[0]
     if mask.shape[0] not in (1, batch):
         raise ValueError(
@@ -59,15 +58,22 @@ def prepare_pixels_and_mask(
         )
     height, width = pixels.shape[1], pixels.shape[2]
     if mask.shape[-2:] != (height, width):
+        if not aspect_matches((mask.shape[-2], mask.shape[-1]), (height, width)):
+            raise ValueError(
+                f"{mask_name} is {mask.shape[-1]}x{mask.shape[-2]} but {pixels_name} is {width}x{height}; their aspect "
+                f"ratios differ by more than {ASPECT_TOLERANCE:.0%}. Connect the mask made with this canvas."
+            )
         mask = F.interpolate(mask.unsqueeze(1), size=(height, width), mode="bilinear").squeeze(1)
     mask = mask.expand(batch, -1, -1).unsqueeze(1)
     top, left, h, w = crop_box_multiple_of_8(height, width)
-    pixels = pixels[:, top : top + h, left : left + w, :3]
+    pixels = pixels[:, top : top + h, left : left + w]
     mask = mask[:, :, top : top + h, left : left + w]
     return pixels, mask
 
 
 def check_same_size(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str) -> None:
+    a = validate.check_image(a, a_name)
+    b = validate.check_image(b, b_name)
     if a.shape[:3] != b.shape[:3]:
         raise ValueError(
             f"{a_name} is {a.shape[2]}x{a.shape[1]} (batch {a.shape[0]}) but {b_name} is {b.shape[2]}x{b.shape[1]} "

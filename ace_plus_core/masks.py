@@ -3,7 +3,8 @@
 Masks follow ComfyUI's MASK convention: float ``[B, H, W]`` (``[H, W]`` is read as a batch of one); a value above
 0.5 marks a pixel to edit.
 
-* **Binary.** Masks are binarized (``> 0.5``; NaN counts as 0) before anything else.
+* **Binary.** Masks are binarized (``> 0.5``; NaN counts as 0, with a logged warning) before anything else. Shapes
+  and dtypes are checked by :func:`.validate.check_mask`.
 * **Empty = edit everything.** A mask with no marked pixel means "no mask" (the whole edit image is editable), the
   way the official code treats it. This matters because ComfyUI's ``LoadImage`` returns a 64x64 all-zero mask for
   images without alpha; an all-zero mask of any size is therefore accepted whatever the image size. The rule is
@@ -21,6 +22,7 @@ import logging
 
 import torch
 
+from . import validate
 from .resize import resize_bilinear_aa, resize_nearest_exact
 
 __all__ = [
@@ -87,14 +89,7 @@ def normalize_mask(
     ih, iw = int(image_hw[0]), int(image_hw[1])
     if mask is None:
         return torch.ones((batch, ih, iw), dtype=dtype, device=device)
-    if not isinstance(mask, torch.Tensor):
-        raise ValueError(f"{name} must be a MASK tensor, got {type(mask).__name__}")
-    if mask.ndim == 4 and mask.shape[1] == 1:
-        mask = mask[:, 0]
-    if mask.ndim == 2:
-        mask = mask.unsqueeze(0)
-    if mask.ndim != 3 or mask.shape[-1] < 1 or mask.shape[-2] < 1:
-        raise ValueError(f"{name} must be shaped [B, H, W] or [H, W] (a ComfyUI MASK), got {tuple(mask.shape)}")
+    mask = validate.check_mask(mask, name)
     if device is not None:
         mask = mask.to(device)
     binary = broadcast_batch(mask > 0.5, batch, name, image_name)

@@ -115,6 +115,19 @@ def check_not_pickle(path: str | os.PathLike, input_name: str = "file") -> None:
         )
 
 
+def check_safetensors_name(path: str | os.PathLike, input_name: str = "file") -> None:
+    """Refuse by extension anything but ``.safetensors`` / ``.sft``: only safetensors files are read by this pack
+    (pickle formats can run code; other formats cannot be checked before loading)."""
+    check_not_pickle(path, input_name)
+    name = os.path.basename(str(path))
+    if not name.lower().endswith(SAFETENSORS_EXTENSIONS):
+        raise ValueError(
+            f"{input_name}: {name} is not a .safetensors file; this pack reads only safetensors files (other "
+            "formats can run code or cannot be checked before loading). Select the .safetensors release of the "
+            "model or convert the file to .safetensors."
+        )
+
+
 def read_header(
     path: str | os.PathLike, input_name: str = "file", max_header_bytes: int = MAX_HEADER_BYTES
 ) -> SafetensorsHeader:
