@@ -5,16 +5,23 @@ Per batch item, with the item's :class:`.geometry.CanvasGeometry`:
 1. The edit area is cut out of the decoded canvas at its exact boundary and scaled back to the size of its box in
    the source image (:func:`.geometry.canvas_to_crop`: antialiased bilinear, untouched when no scaling happened).
 2. The blend weight is the edit mask (binarized; empty = everything), **grown** by ``grow_px`` (square dilation)
-   and **feathered** outward over ``feather_px`` pixels (dilate by ceil(f/2), then a box blur of radius ceil(f/2)):
+   and **feathered** outward over ``feather_px`` pixels (dilate by ceil(f/2), then a box blur of radius ceil(f/2),
+   the mean over the window's pixels inside the image):
    1 on the grown mask, falling to 0 at most ``feather_px`` px further out, and 0 outside the box.
 3. Optionally (``color_match``) the generated area's per-channel mean and spread are matched to the original's
    over the unchanged context of the box (where the weight is 0), which removes the colour shift seams come from.
 4. ``out = original * (1 - w) + generated * w`` where ``w > 0``; everywhere else the original pixels are returned
    unchanged, bit for bit.
 
-Only the box (plus the grow/feather margin) is processed, so a 8192x8192 photo costs one copy of the image plus
-work proportional to the box. Reference-only canvases have nothing to stitch into: their generated area is
-returned at the requested size.
+Only the box (plus the grow/feather margin) is processed, in bands of :data:`BAND_ROWS` rows, so a 8192x8192 photo
+costs the output (one copy of the image), the generated area scaled back to its box, and band-sized temporaries
+(``bench/bench_memory.py``, docs/BENCHMARKS.md "Memory"). The dilations and the box blur are separable (one pass
+along the rows, one along the columns) window sums of integers, so their cost does not grow with the radius. Reference-only canvases have nothing to stitch into: their generated area
+is returned at the requested size.
+
+Inputs are checked first (:mod:`.validate`): NaN/inf pixels in ``image`` or ``original_image`` are a
+``ValueError``, values outside [0, 1] are clamped, the mask is binarized (NaN = 0), 1-channel images are used as
+RGB and alpha is dropped; the result is always ``[B, H, W, 3]`` in [0, 1].
 """
 
 from __future__ import annotations
@@ -22,12 +29,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-from .geometry import CanvasGeometry, canvas_to_crop
+from . import validate
+from .geometry import CanvasGeometry, canvas_to_crop, check_geometries
 from .masks import normalize_mask
 
-__all__ = ["blend_weight", "stitch"]
+__all__ = ["BAND_ROWS", "blend_weight", "stitch"]
+
+#: Rows of the box blended at a time (bounds the temporaries of the blend).
+BAND_ROWS = 512
 
 
 def _check_px(value, name: str, hi: int = 4096) -> int:
@@ -36,29 +46,79 @@ def _check_px(value, name: str, hi: int = 4096) -> int:
     return value
 
 
+def _window(n: int, r: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ends [lo, hi) of the windows [i - r, i + r] clipped to [0, n), for every i."""
+    i = torch.arange(n, device=device)
+    return (i - r).clamp_(min=0), (i + r + 1).clamp_(max=n)
+
+
+def _window_sum(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Exact sums of an int32 tensor over the windows [i - r, i + r] (clipped) along ``dim``: prefix sums.
+
+    With ``P[k] = x[0:k].sum()`` the sum is ``P[min(i + r + 1, n)] - P[max(i - r, 0)]``; ``P`` padded with r + 1
+    zeros in front and r copies of ``P[n]`` behind turns that into the difference of two shifted slices."""
+    n = x.shape[dim]
+    c = x.cumsum(dim, dtype=torch.int32)
+    front, back = list(c.shape), list(c.shape)
+    front[dim], back[dim] = r + 1, r
+    padded = torch.cat([c.new_zeros(front), c, c.narrow(dim, n - 1, 1).expand(back)], dim)
+    return padded.narrow(dim, 2 * r + 1, n) - padded.narrow(dim, 0, n)
+
+
+def _dilate(m: torch.Tensor, r: int) -> torch.Tensor:
+    """Square dilation of radius ``r`` of a 0/1 integer ``[N, H, W]`` (outside counts as empty), separably."""
+    m = (_window_sum(m, r, 1) > 0).to(torch.int32)
+    return (_window_sum(m, r, 2) > 0).to(torch.int32)
+
+
 def blend_weight(mask: torch.Tensor, grow_px: int, feather_px: int) -> torch.Tensor:
-    """Blend weight ``[B, H, W]`` in [0, 1] from a binary mask ``[B, H, W]`` (see the module docstring)."""
-    w = (mask > 0.5).to(torch.float32).unsqueeze(1)
+    """Blend weight ``[B, H, W]`` in [0, 1] from a binary mask ``[B, H, W]`` (see the module docstring).
+
+    Dilations and the box blur are window sums of integers (prefix sums, exact and O(1) per pixel whatever the
+    radius); the blur divides by the number of pixels of each window that lie inside the image
+    (``count_include_pad=False``)."""
+    m = (mask > 0.5).to(torch.int32)
     if grow_px > 0:
-        w = F.max_pool2d(w, 2 * grow_px + 1, stride=1, padding=grow_px)
-    if feather_px > 0:
-        r = math.ceil(feather_px / 2)
-        w = F.max_pool2d(w, 2 * r + 1, stride=1, padding=r)
-        w = F.avg_pool2d(w, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
-        # Inside the grown mask every window is all ones: the weight is exactly 1 there.
-        w = torch.where(w > 1.0 - 1e-6, torch.ones_like(w), w)
-    return w.squeeze(1)
+        m = _dilate(m, grow_px)
+    if feather_px <= 0:
+        return m.to(torch.float32)
+    r = math.ceil(feather_px / 2)
+    m = _dilate(m, r)
+    sums = _window_sum(_window_sum(m, r, 1), r, 2)
+    lo_h, hi_h = _window(m.shape[1], r, m.device)
+    lo_w, hi_w = _window(m.shape[2], r, m.device)
+    counts = (hi_h - lo_h).view(-1, 1) * (hi_w - lo_w).view(1, -1)
+    # Inside the grown mask every window is all ones: the weight is exactly 1 there (sums == counts).
+    return (sums.to(torch.float64) / counts).to(torch.float32)
 
 
-def _match_colors(gen: torch.Tensor, orig: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """Shift/scale ``gen`` [h, w, C] per channel so its statistics over ``context`` [h, w] match ``orig``'s."""
-    if int(context.sum()) < 16:
-        return gen
-    g, o = gen[context], orig[context]
-    g_mean, o_mean = g.mean(0), o.mean(0)
-    g_std, o_std = g.std(0), o.std(0)
+def _bands(h: int):
+    for r0 in range(0, h, BAND_ROWS):
+        yield r0, min(h, r0 + BAND_ROWS)
+
+
+def _color_transform(gen: torch.Tensor, orig_box: torch.Tensor, weight_of) -> tuple | None:
+    """Per-channel (g_mean, ratio, o_mean) that match ``gen``'s statistics over the untouched context of the box
+    (weight 0) to the original's; None when the context has fewer than 16 pixels. Accumulated band by band."""
+    n = 0
+    sums = torch.zeros(4, gen.shape[-1], dtype=torch.float64)  # gen sum, gen sum of squares, orig sum, orig sq
+    for r0, r1 in _bands(gen.shape[0]):
+        context = torch.ones(r1 - r0, gen.shape[1], dtype=torch.bool, device=gen.device)
+        part = weight_of(r0, r1)
+        if part is not None:
+            a, c0, c1 = part
+            context[:, c0:c1] = a == 0
+        g = gen[r0:r1][context].double()
+        o = orig_box[r0:r1][context].double()
+        n += int(g.shape[0])
+        sums += torch.stack([g.sum(0), (g * g).sum(0), o.sum(0), (o * o).sum(0)])
+    if n < 16:
+        return None
+    g_mean, o_mean = sums[0] / n, sums[2] / n
+    g_std = ((sums[1] - n * g_mean * g_mean).clamp_min(0) / (n - 1)).sqrt()
+    o_std = ((sums[3] - n * o_mean * o_mean).clamp_min(0) / (n - 1)).sqrt()
     ratio = torch.where(g_std > 1e-4, o_std / g_std.clamp_min(1e-4), torch.ones_like(g_std)).clamp(0.5, 2.0)
-    return ((gen - g_mean) * ratio + o_mean).clamp(0.0, 1.0)
+    return g_mean.to(gen.dtype), ratio.to(gen.dtype), o_mean.to(gen.dtype)
 
 
 def stitch(
@@ -71,46 +131,85 @@ def stitch(
     color_match: bool = False,
 ) -> torch.Tensor:
     """Composite each decoded canvas ``[B, Hc, Wc, C]`` into ``original`` ``[B or 1, H, W, C]``; returns
-    ``[B, H, W, 3]`` (reference-only geometry: the generated areas, ``original`` may be None)."""
+    ``[B, H, W, 3]`` (reference-only geometry: the generated areas, ``original`` may be None).
+
+    Error messages call the inputs by the ACE++ Stitch node's names: ``image`` (``decoded``), ``geometry``,
+    ``original_image``, ``mask``, ``grow_mask_px``, ``feather_px``, ``color_match``.
+    """
     grow_px = _check_px(grow_px, "grow_mask_px")
     feather_px = _check_px(feather_px, "feather_px")
-    if decoded.ndim != 4:
-        raise ValueError(f"image must be a decoded canvas IMAGE [B, H, W, C], got {tuple(decoded.shape)}")
+    if not isinstance(color_match, bool):
+        raise ValueError(f"color_match must be True or False, got {color_match!r}")
+    geometry = check_geometries(geometry, "geometry")
+    decoded = validate.check_image(decoded, "image")
     if decoded.shape[0] != len(geometry):
         raise ValueError(
             f"image has a batch of {decoded.shape[0]} but geometry describes {len(geometry)} canvases; decode the "
             "latent sampled from the same ACE++ Canvas."
         )
-    if all(g.reference_only for g in geometry):
-        parts = [canvas_to_crop(decoded[i : i + 1], g) for i, g in enumerate(geometry)]
-        return torch.cat(parts)[..., :3]
+    kinds = {g.reference_only for g in geometry}
+    if kinds == {True}:
+        parts = [validate.rgb(canvas_to_crop(decoded[i : i + 1], g, name="image")) for i, g in enumerate(geometry)]
+        if len({p.shape for p in parts}) != 1:
+            raise ValueError("geometry describes generated areas of different sizes; stitch them one at a time")
+        return torch.cat(parts)
+    if len(kinds) != 1:
+        raise ValueError("geometry mixes reference-only and edit canvases; connect the geometry of one ACE++ Canvas")
     if original is None:
         raise ValueError("original_image is required: connect the edit image the canvas was made from")
-    orig = original if original.ndim == 4 else original.unsqueeze(0)
+    orig = validate.rgb(validate.check_image(original, "original_image"))
     batch = len(geometry)
     if orig.shape[0] not in (1, batch):
         raise ValueError(f"original_image has a batch of {orig.shape[0]} but the canvas has {batch}")
     src_h, src_w = geometry[0].source_h, geometry[0].source_w
+    if any((g.source_h, g.source_w) != (src_h, src_w) for g in geometry):
+        raise ValueError("geometry describes edit images of different sizes; connect the geometry of one ACE++ Canvas")
     if tuple(orig.shape[1:3]) != (src_h, src_w):
         raise ValueError(
             f"original_image is {orig.shape[2]}x{orig.shape[1]} but the canvas was made from a {src_w}x{src_h} edit "
             "image; connect the same image that went into ACE++ Canvas."
         )
     full_mask = normalize_mask(mask, (src_h, src_w), batch, name="mask", image_name="original_image",
-                               device=orig.device)
+                               device=orig.device, dtype=torch.bool)
     margin = grow_px + 2 * math.ceil(feather_px / 2)
-    out = orig[..., :3].expand(batch, -1, -1, -1).clone()
+    out = orig.expand(batch, -1, -1, -1).clone()
     for i, g in enumerate(geometry):
-        gen = canvas_to_crop(decoded[i : i + 1], g)[0, ..., :3].to(out.device, out.dtype)
+        gen = validate.rgb(canvas_to_crop(decoded[i : i + 1], g, name="image")[0]).to(out.device, out.dtype)
         t, lf, h, w = g.crop_top, g.crop_left, g.crop_h, g.crop_w
-        # Weight on the box plus the margin the dilation/blur can reach, then cut to the box.
-        et, el = max(0, t - margin), max(0, lf - margin)
-        eb, er = min(src_h, t + h + margin), min(src_w, lf + w + margin)
-        weight = blend_weight(full_mask[i : i + 1, et:eb, el:er], grow_px, feather_px)[0]
-        weight = weight[t - et : t - et + h, lf - el : lf - el + w].to(out.dtype)
         box = out[i, t : t + h, lf : lf + w]
-        if color_match:
-            gen = _match_colors(gen, box, weight == 0)
-        a = weight.unsqueeze(-1)
-        out[i, t : t + h, lf : lf + w] = torch.where(a > 0, box * (1 - a) + gen * a, box)
+
+        def weight_of(r0: int, r1: int, i=i, t=t, lf=lf, w=w):
+            """Weight of box rows [r0, r1) as (weight, c0, c1) over box columns [c0, c1) (0 elsewhere), or None
+            when it is 0 everywhere. Computed on the mask rows and columns the dilation and blur can reach: 2 x
+            margin around the marked columns, so no window that matters is cut by the slab's edges."""
+            et, eb = max(0, t + r0 - margin), min(src_h, t + r1 + margin)
+            el, er = max(0, lf - margin), min(src_w, lf + w + margin)
+            slab = full_mask[i, et:eb, el:er]
+            marked = slab.any(dim=0).nonzero()
+            if marked.numel() == 0:
+                return None
+            s0 = max(0, int(marked[0]) - 2 * margin)
+            s1 = min(er - el, int(marked[-1]) + 1 + 2 * margin)
+            weight = blend_weight(slab[None, :, s0:s1], grow_px, feather_px)[0]
+            c0, c1 = max(el + s0, lf), min(el + s1, lf + w)  # source columns, cut to the box
+            if c0 >= c1:
+                return None
+            weight = weight[t + r0 - et : t + r1 - et, c0 - el - s0 : c1 - el - s0]
+            return weight, c0 - lf, c1 - lf
+
+        transform = _color_transform(gen, box, weight_of) if color_match else None
+        for r0, r1 in _bands(h):
+            part = weight_of(r0, r1)
+            if part is None:
+                continue
+            weight, c0, c1 = part
+            a = weight.to(out.dtype).unsqueeze(-1)
+            if not bool((a > 0).any()):
+                continue
+            gb = gen[r0:r1, c0:c1]
+            if transform is not None:
+                g_mean, ratio, o_mean = transform
+                gb = ((gb - g_mean) * ratio + o_mean).clamp_(0.0, 1.0)
+            bb = box[r0:r1, c0:c1]
+            bb.copy_(torch.where(a > 0, bb * (1 - a) + gb * a, bb))
     return out
