@@ -6,10 +6,10 @@ import torch
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import canvas as core
-from ..ace_plus_core import control, stitch
+from ..ace_plus_core import control, stitch, validate
 from ..ace_plus_core.crop import ContextSpec, build_canvas_around_mask
-from ..ace_plus_core.geometry import canvas_to_crop
-from .common import CANVAS_TASK_TOOLTIP, CATEGORY, Geometry
+from ..ace_plus_core.geometry import canvas_to_crop, check_geometries
+from .common import CANVAS_TASK_TOOLTIP, CATEGORY, Geometry, check_widgets, widget_message
 
 REFERENCE_MODES = ("auto", "resize_to_height", "keep_pixels_pad")
 _AUTO_REFERENCE_MODE = {"lora": "resize_to_height", "fft": "keep_pixels_pad"}
@@ -101,19 +101,24 @@ class ACEPlusCanvas(io.ComfyNode):
             ],
         )
 
-    @classmethod
-    def validate_inputs(cls, keep_pixels_rate=None, max_image_tokens=None, canny_low_threshold=None,
-                        canny_high_threshold=None) -> bool | str:
-        if keep_pixels_rate is not None and not (0.0 < keep_pixels_rate <= 1.0):
-            return f"keep_pixels_rate must be in (0, 1]; got {keep_pixels_rate}."
-        if max_image_tokens is not None and max_image_tokens < 1:
-            return f"max_image_tokens must be positive; got {max_image_tokens}."
+    @staticmethod
+    def _check_canny_order(canny_low_threshold=None, canny_high_threshold=None, **_) -> None:
         low = control.DEFAULT_CANNY_LOW if canny_low_threshold is None else canny_low_threshold
         high = control.DEFAULT_CANNY_HIGH if canny_high_threshold is None else canny_high_threshold
         if low > high:
-            return (f"canny_low_threshold ({low}) must not exceed canny_high_threshold ({high}); swap them "
-                    "(official 100 / 200).")
-        return True
+            raise ValueError(f"canny_low_threshold ({low}) must not exceed canny_high_threshold ({high}); swap them "
+                             "(official 100 / 200).")
+
+    @classmethod
+    def validate_inputs(cls, max_image_tokens=None, keep_pixels_rate=None, width=None, height=None,
+                        canny_low_threshold=None, canny_high_threshold=None, mosaic_ratio=None, context_margin=None,
+                        context_pixels=None, min_crop_size=None) -> bool | str:
+        return widget_message(
+            cls, cls._check_canny_order, max_image_tokens=max_image_tokens, keep_pixels_rate=keep_pixels_rate,
+            width=width, height=height, canny_low_threshold=canny_low_threshold,
+            canny_high_threshold=canny_high_threshold, mosaic_ratio=mosaic_ratio, context_margin=context_margin,
+            context_pixels=context_pixels, min_crop_size=min_crop_size,
+        )
 
     @classmethod
     def execute(cls, layout, task, reference_mode, max_image_tokens, keep_pixels_rate, width, height,
@@ -121,6 +126,13 @@ class ACEPlusCanvas(io.ComfyNode):
                 mosaic_ratio=control.DEFAULT_MOSAIC_RATIO, crop_to_mask=True, context_margin=0.25,
                 context_pixels=32, min_crop_size=384, upscale_crop=True, reference_image=None, edit_image=None,
                 edit_mask=None, control_image=None) -> io.NodeOutput:
+        widgets = dict(layout=layout, task=task, reference_mode=reference_mode, max_image_tokens=max_image_tokens,
+                       keep_pixels_rate=keep_pixels_rate, width=width, height=height,
+                       canny_low_threshold=canny_low_threshold, canny_high_threshold=canny_high_threshold,
+                       mosaic_ratio=mosaic_ratio, context_margin=context_margin, context_pixels=context_pixels,
+                       min_crop_size=min_crop_size)
+        check_widgets(cls, **widgets)
+        cls._check_canny_order(**widgets)
         mode = _AUTO_REFERENCE_MODE[layout] if reference_mode == "auto" else reference_mode
         options = dict(low_threshold=canny_low_threshold, high_threshold=canny_high_threshold, ratio=mosaic_ratio)
         if crop_to_mask and edit_image is not None:
@@ -161,14 +173,16 @@ class ACEPlusCutBack(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, geometry) -> io.NodeOutput:
+        geometry = check_geometries(geometry, "geometry")
+        image = validate.check_image(image, "image")
         if image.shape[0] != len(geometry):
             raise ValueError(
                 f"image has a batch of {image.shape[0]} but geometry describes {len(geometry)} canvases; decode the "
                 "latent made from the same ACE++ Canvas."
             )
-        parts = [canvas_to_crop(image[i : i + 1], g) for i, g in enumerate(geometry)]
+        parts = [validate.rgb(canvas_to_crop(image[i : i + 1], g, name="image")) for i, g in enumerate(geometry)]
         if len({p.shape for p in parts}) != 1:
-            raise ValueError("the batch items were cut back to different sizes; run them one at a time")
+            raise ValueError("geometry: the batch items were cut back to different sizes; run them one at a time")
         return io.NodeOutput(torch.cat(parts, dim=0))
 
 
@@ -207,8 +221,13 @@ class ACEPlusStitch(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, grow_mask_px=None, feather_px=None) -> bool | str:
+        return widget_message(cls, grow_mask_px=grow_mask_px, feather_px=feather_px)
+
+    @classmethod
     def execute(cls, image, geometry, grow_mask_px, feather_px, color_match, original_image=None,
                 mask=None) -> io.NodeOutput:
+        check_widgets(cls, grow_mask_px=grow_mask_px, feather_px=feather_px)
         return io.NodeOutput(stitch.stitch(image, geometry, original_image, mask, grow_mask_px, feather_px,
                                            color_match))
 

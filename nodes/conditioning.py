@@ -6,8 +6,9 @@ import node_helpers
 import torch
 from comfy_api.v0_0_2 import io
 
-from ..ace_plus_core import inpaint
+from ..ace_plus_core import inpaint, validate
 from ..ace_plus_core import model_files as mf
+from ..ace_plus_core.geometry import check_geometries
 from .common import CATEGORY, Geometry
 from .models import prepare_flux
 
@@ -31,19 +32,22 @@ def _latent(samples: torch.Tensor, mask: torch.Tensor, noise_mask: bool) -> dict
     return out
 
 
-def encode_fft(vae, ucpixels, cpixels, mask) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """FFT layout: concat_latent_image = latent(UC) then latent(C), concat_mask = the mask (448 after patching)."""
-    inpaint.check_same_size(ucpixels, "ucpixels", cpixels, "cpixels")
-    uc, mask4 = inpaint.prepare_pixels_and_mask(ucpixels, mask, pixels_name="ucpixels")
-    c, _ = inpaint.prepare_pixels_and_mask(cpixels, mask, pixels_name="cpixels")
+def encode_fft(vae, ucpixels, cpixels, mask, names=("ucpixels", "cpixels", "mask")) -> tuple[dict, torch.Tensor,
+                                                                                             torch.Tensor]:
+    """FFT layout: concat_latent_image = latent(UC) then latent(C), concat_mask = the mask (448 after patching).
+    Every input is checked before the first encode (``names``: how messages call them)."""
+    uc_name, c_name, mask_name = names
+    inpaint.check_same_size(ucpixels, uc_name, cpixels, c_name)
+    uc, mask4 = inpaint.prepare_pixels_and_mask(ucpixels, mask, pixels_name=uc_name, mask_name=mask_name)
+    c, _ = inpaint.prepare_pixels_and_mask(cpixels, mask, pixels_name=c_name, mask_name=mask_name)
     uc_latent = vae.encode(uc)
     values = {"concat_latent_image": torch.cat([uc_latent, vae.encode(c)], dim=1), "concat_mask": mask4}
     return values, uc_latent, mask4
 
 
-def encode_fill(vae, pixels, mask) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Fill layout: concat_latent_image = latent(canvas), concat_mask = the mask (384)."""
-    pixels, mask4 = inpaint.prepare_pixels_and_mask(pixels, mask, pixels_name="pixels")
+def encode_fill(vae, pixels, mask, names=("pixels", "mask")) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Fill layout: concat_latent_image = latent(canvas), concat_mask = the mask (384); inputs checked first."""
+    pixels, mask4 = inpaint.prepare_pixels_and_mask(pixels, mask, pixels_name=names[0], mask_name=names[1])
     latent = vae.encode(pixels)
     return {"concat_latent_image": latent, "concat_mask": mask4}, latent, mask4
 
@@ -164,6 +168,17 @@ class ACEPlusCanvasConditioning(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, vae, uc_image, c_image, mask, geometry,
                 noise_mask=True) -> io.NodeOutput:
+        # Cheap checks of every tensor first (no VAE work, no model clone before they pass).
+        geometry = check_geometries(geometry, "geometry")
+        for name, image in (("uc_image", uc_image), ("c_image", c_image)):
+            image = validate.check_image(image, name)
+            g = geometry[0]
+            if image.shape[0] != len(geometry) or (image.shape[1], image.shape[2]) != (g.canvas_h, g.canvas_w):
+                raise ValueError(
+                    f"{name} is {image.shape[2]}x{image.shape[1]} (batch {image.shape[0]}) but geometry describes "
+                    f"{len(geometry)} canvas(es) of {g.canvas_w}x{g.canvas_h}; connect both from the same ACE++ Canvas."
+                )
+        validate.check_mask(mask, "mask")
         prepared = prepare_flux(model, "model")
         model_layout = prepared.model_options["ace_plus_layout"]
         wanted = _CANVAS_LAYOUT_FOR_MODEL[model_layout]
@@ -175,15 +190,10 @@ class ACEPlusCanvasConditioning(io.ComfyNode):
                 f"set ACE++ Canvas layout to '{wanted}', or connect the "
                 f"{'ACE++ FFT model' if got == 'fft' else 'FLUX.1-Fill model with an ACE++ LoRA'} instead."
             )
-        if uc_image.shape[0] != len(geometry):
-            raise ValueError(
-                f"uc_image has a batch of {uc_image.shape[0]} but geometry describes {len(geometry)} canvases; connect "
-                "both from the same ACE++ Canvas."
-            )
         if wanted == "fft":
-            values, latent, mask4 = encode_fft(vae, uc_image, c_image, mask)
+            values, latent, mask4 = encode_fft(vae, uc_image, c_image, mask, ("uc_image", "c_image", "mask"))
         else:
-            values, latent, mask4 = encode_fill(vae, uc_image, mask)
+            values, latent, mask4 = encode_fill(vae, uc_image, mask, ("uc_image", "mask"))
         pos, neg = _conditioning_with(positive, negative, values)
         return io.NodeOutput(prepared, pos, neg, _latent(latent, mask4, noise_mask))
 

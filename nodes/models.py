@@ -39,7 +39,8 @@ import torch
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import model_files as mf
-from .common import CATEGORY
+from ..ace_plus_core import validate
+from .common import CATEGORY, check_widgets, widget_message
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,7 @@ def check_fft_file(path: str, input_name: str = "unet_name") -> mf.DiffusionMode
             f"{input_name}: {name} is a GGUF file; load it with a GGUF loader (ComfyUI-GGUF's Unet Loader) and "
             "connect that MODEL to ACE++ Prepare Flux Model."
         )
+    mf.check_safetensors_name(path, input_name)
     header = mf.read_header(path, input_name)
     info = mf.classify_diffusion_model(header)
     if info.layout == mf.LAYOUT_FFT:
@@ -266,15 +268,28 @@ def _patch_target_shape(v) -> tuple[int, int] | None:
     return None
 
 
+STRENGTH_RANGE = (-100.0, 100.0)
+
+
+def check_strength(strength, name: str = "strength_model") -> float:
+    return float(validate.check_number(strength, name, *STRENGTH_RANGE))
+
+
 def apply_lora(patcher, lora_path: str, strength: float, input_name: str = "lora_name"):
     """Load a safetensors LoRA onto a clone through ``comfy.sd.load_lora_for_models``; ValueError when it
     patches nothing or a patched weight has another shape (e.g. a 448-wide img_in adapter on a Fill model)."""
     name = lora_path.replace("\\", "/").rsplit("/", 1)[-1]
-    mf.check_not_pickle(lora_path, input_name)
-    if not name.lower().endswith(mf.SAFETENSORS_EXTENSIONS):
-        raise ValueError(f"{input_name}: {name} is not a .safetensors file; convert it to .safetensors.")
+    mf.check_safetensors_name(lora_path, input_name)
+    strength = check_strength(strength)
     header = mf.read_header(lora_path, input_name)
     info = mf.inspect_lora(header)
+    if info.modules == 0:
+        looks = mf.guess_architecture(header.tensors)
+        what = f"it looks like {looks}" if looks else f"its {len(header.tensors)} tensors have no LoRA key names"
+        raise ValueError(
+            f"{input_name}: {name} holds no LoRA weights (no lora_down/lora_A matrices; {what}). Select a LoRA file "
+            "(ACE++ LoRAs: comfyui_portrait_lora64, comfyui_subject_lora16, comfyui_local_lora16)."
+        )
     model_desc = describe_model(patcher)
     features = img_in_features(patcher)
     reshapes = any(k.endswith(".reshape_weight") for k in header.tensors)  # control LoRAs widen img_in on purpose
@@ -293,6 +308,12 @@ def apply_lora(patcher, lora_path: str, strength: float, input_name: str = "lora
         )
 
     lora = comfy.utils.load_torch_file(lora_path, safe_load=True)
+    broken = [k for k, t in lora.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise ValueError(
+            f"{input_name}: {name} is corrupt: {len(broken)} tensor(s) hold NaN or infinite values (e.g. "
+            f"{broken[0]!r}), which would turn every image to noise; download or copy the LoRA again."
+        )
     new = comfy.sd.load_lora_for_models(patcher, None, lora, strength, 0)[0]
     added = {k: new.patches[k][len(patcher.patches.get(k, [])) :] for k in new.patches}
     added = {k: v for k, v in added.items() if v}
@@ -372,7 +393,7 @@ class ACEPlusLoader(io.ComfyNode):
         options = model_options_for(weight_dtype)
         path = folder_paths.get_full_path_or_raise("diffusion_models", unet_name)
         check_fft_file(path, "unet_name")
-        sd, metadata = comfy.utils.load_torch_file(path, return_metadata=True)
+        sd, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
         model = load_fft_state_dict(sd, metadata=metadata, model_options=options)
         if model is None:
             raise ValueError(
@@ -449,9 +470,15 @@ class ACEPlusLoraLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, strength_model=None) -> bool | str:
+        return widget_message(cls, strength_model=strength_model)
+
+    @classmethod
     def execute(cls, model, lora_name, strength_model=1.0) -> io.NodeOutput:
+        check_widgets(cls, strength_model=strength_model)
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
         if strength_model == 0:
+            mf.check_safetensors_name(path, "lora_name")
             mf.read_header(path, "lora_name")  # still refuse a broken or pickle file
             return io.NodeOutput(model)
         return io.NodeOutput(apply_lora(model, path, strength_model, "lora_name"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import canvas as core
-from .common import CATEGORY, TASK_TOOLTIP
+from .common import CATEGORY, TASK_TOOLTIP, check_widgets, widget_message
 
 # Widget ranges: as official, with the official defects fixed (step 16 for max_seq_length, a max that is a multiple
 # of 16 and still admits the official 1436 saved in old workflows).
@@ -62,14 +62,6 @@ _INT_OUTPUTS = [
 ]
 
 
-def _validate(max_seq_length=None, keep_pixels_rate=None) -> bool | str:
-    if keep_pixels_rate is not None and not (0.0 < keep_pixels_rate <= 1.0):
-        return f"keep_pixels_rate must be in (0, 1]; got {keep_pixels_rate}. The official default is 0.8."
-    if max_seq_length is not None and max_seq_length < 16:
-        return f"max_seq_length must be at least 16 tokens; got {max_seq_length}."
-    return True
-
-
 class ACEPlusLoraProcessor(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -92,12 +84,13 @@ class ACEPlusLoraProcessor(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, max_seq_length=None) -> bool | str:
-        return _validate(max_seq_length=max_seq_length)
+    def validate_inputs(cls, height=None, width=None, max_seq_length=None) -> bool | str:
+        return widget_message(cls, height=height, width=width, max_seq_length=max_seq_length)
 
     @classmethod
     def execute(cls, use_reference, height, width, task_type, max_seq_length, reference_image=None,
                 edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
+        check_widgets(cls, height=height, width=width, task_type=task_type, max_seq_length=max_seq_length)
         r = core.official_processor("lora", reference_image, edit_image, edit_mask, use_reference, task_type,
                                     height, width, max_seq_length, guidance=control_image,
                                     guidance_name="control_image")
@@ -127,12 +120,15 @@ class ACEPlusFFTProcessor(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, max_seq_length=None, keep_pixels_rate=None) -> bool | str:
-        return _validate(max_seq_length=max_seq_length, keep_pixels_rate=keep_pixels_rate)
+    def validate_inputs(cls, height=None, width=None, keep_pixels_rate=None, max_seq_length=None) -> bool | str:
+        return widget_message(cls, height=height, width=width, keep_pixels_rate=keep_pixels_rate,
+                              max_seq_length=max_seq_length)
 
     @classmethod
     def execute(cls, use_reference, height, width, task_type, keep_pixels_rate, max_seq_length,
                 reference_image=None, edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
+        check_widgets(cls, height=height, width=width, task_type=task_type, keep_pixels_rate=keep_pixels_rate,
+                      max_seq_length=max_seq_length)
         r = core.official_processor("fft", reference_image, edit_image, edit_mask, use_reference, task_type,
                                     height, width, max_seq_length, keep_pixels_rate, guidance=control_image,
                                     guidance_name="control_image")
