@@ -1,0 +1,446 @@
+"""Fuzzing the core (no ComfyUI): every input either gives well-formed outputs or a ValueError naming an input.
+
+Well-formed: images ``[B, H, W, 3]`` finite in [0, 1], masks ``[B, H, W]`` in {0, 1}, sizes as documented (canvases in
+multiples of 16 within the token budget, cut-backs at the crop box size, stitched photos at the source size).
+Anything else (another exception type, a message naming no input, a NaN in an output) fails. Inputs are drawn by
+hypothesis with a fixed seed (``derandomize``) and bounded counts; the case counts are printed at the end of the
+session ("fuzz cases (core)").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from test_fuzz_harness import (
+    BAD_IMAGES,
+    BAD_MASKS,
+    GOOD_IMAGES,
+    GOOD_MASKS,
+    REFUSED,
+    Tally,
+    assert_binary_mask,
+    assert_image,
+    faults,
+    fuzz_settings,
+    images,
+    masks,
+    pick,
+    register,
+    widget_values,
+)
+
+from ace_plus_core import control
+from ace_plus_core import model_files as mf
+from ace_plus_core.canvas import ALL_TASKS, build_canvas, official_processor
+from ace_plus_core.crop import ContextSpec, build_canvas_around_mask
+from ace_plus_core.geometry import FITS, LAYOUTS, REFERENCE_MODES, canvas_to_crop
+from ace_plus_core.masks import normalize_mask
+from ace_plus_core.stitch import stitch
+
+TALLY = Tally("core")
+
+CANVAS_NAMES = ("layout", "task", "reference_mode", "reference_image", "edit_image", "edit_mask", "max_image_tokens",
+                "keep_pixels_rate", "height", "width", "guidance", "fit", "control_options", "low_threshold",
+                "high_threshold", "ratio")
+OFFICIAL_NAMES = ("layout", "reference_image", "edit_image", "edit_mask", "use_reference", "task_type", "height",
+                  "width", "max_seq_length", "keep_pixels_rate", "guidance")
+CROP_NAMES = CANVAS_NAMES + ("context", "context_margin", "context_pixels", "min_crop_size", "max_upscale")
+STITCH_NAMES = ("image", "geometry", "original_image", "mask", "grow_mask_px", "feather_px", "color_match")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _summary(request):
+    register(request.config, TALLY)
+
+
+def _hw_batch(x) -> tuple[tuple[int, int], int]:
+    """(H, W) and batch of an IMAGE-like value, or a stand-in when it has no usable shape."""
+    if isinstance(x, torch.Tensor) and x.ndim in (3, 4) and x.shape[-2] > 0 and x.shape[-3] > 0:
+        return (int(x.shape[-3]), int(x.shape[-2])), (int(x.shape[0]) if x.ndim == 4 else 1) or 1
+    return (8, 8), 1
+
+
+def _batch_of(edit, ref) -> int:
+    for x in (edit, ref):
+        if x is not None:
+            return _hw_batch(x)[1]
+    return 1
+
+
+def _check_canvas(r, layout: str, batch: int, budget: float) -> None:
+    assert_image(r.image, "canvas", batch=batch)
+    h, w = int(r.image.shape[1]), int(r.image.shape[2])
+    assert h % 16 == 0 and w % 16 == 0 and h >= 16 and w >= 16, (h, w)
+    assert_binary_mask(r.mask, "mask", batch=batch, hw=(h, w))
+    assert len(r.geometry) == batch
+    g = r.geometry[0]
+    assert (g.canvas_h, g.canvas_w) == (h, w) and g.tokens <= budget
+    assert g.crop_top + g.crop_h <= g.source_h and g.crop_left + g.crop_w <= g.source_w
+    if layout == "fft":
+        assert_image(r.uc_image, "uc_image", batch=batch, hw=(h, w))
+        assert_image(r.c_image, "c_image", batch=batch, hw=(h, w))
+    else:
+        assert r.uc_image is None and r.c_image is None
+
+
+good_options = st.one_of(
+    st.none(),
+    st.fixed_dictionaries({}, optional={
+        "low_threshold": widget_values(0, 1000, integer=True, bad=False),
+        "high_threshold": widget_values(1000, 2040, integer=True, bad=False),
+        "ratio": widget_values(1, 1024, integer=True, bad=False),
+    }),
+)
+bad_options = st.one_of(
+    st.just({"bogus": 1}),
+    st.just([1, 2]),
+    st.fixed_dictionaries({"low_threshold": widget_values(0, 2040, integer=True, bad=True)}),
+    st.fixed_dictionaries({"ratio": widget_values(1, 1024, integer=True, bad=True)}),
+    st.just({"low_threshold": 300, "high_threshold": 100}),
+)
+good_budgets = st.one_of(st.sampled_from([64, 256, 1024, 4096, 1e9]), widget_values(256, 65536, integer=False,
+                                                                                      bad=False), st.just(1))
+bad_budgets = st.sampled_from([0, -5, float("nan"), float("inf"), True, None, "4096"])
+good_rates = st.one_of(st.none(), widget_values(0.01, 1.0, integer=False, bad=False))
+bad_rates = st.sampled_from([0, 0.0, -0.5, 1.5, float("nan"), float("inf"), True, "0.8"])
+good_sides = st.one_of(st.sampled_from([1, 16, 17, 100, 16384]), widget_values(1, 64, integer=True, bad=False))
+bad_sides = st.sampled_from([0, -3, 16385, 10**9, 2.5, float("nan"), True, None])
+good_tasks = st.sampled_from(ALL_TASKS)
+bad_strings = st.sampled_from(["no_such_value", "", None, 3, "REPAINTING"])
+good_images = st.one_of(images(kinds=GOOD_IMAGES), images(kinds=GOOD_IMAGES, min_side=16, max_side=64))
+bad_images = images(kinds=BAD_IMAGES)
+
+
+def _draw_canvas_inputs(data, broken):
+    """The inputs shared by build_canvas / build_canvas_around_mask, one of them broken (``broken``) or none."""
+    edit = pick(data, "edit_image", broken, good_images, bad_images)
+    hw, batch = _hw_batch(edit)
+    task = pick(data, "task", broken, good_tasks, bad_strings)
+    # A valid guidance depends on the task: none for repainting, required by contour/depth, optional otherwise.
+    guidance_ok = images(hw=hw, batches=(1, batch), kinds=GOOD_IMAGES)
+    if task == "repainting":
+        guidance_ok = st.none()
+    elif task not in control.EXTERNAL_TASKS:
+        guidance_ok = st.one_of(st.none(), guidance_ok)
+    return dict(
+        edit=edit,
+        hw=hw,
+        batch=batch,
+        mask=pick(data, "edit_mask", broken, masks(hw, batch, kinds=GOOD_MASKS), masks(hw, batch, kinds=BAD_MASKS)),
+        ref=pick(data, "reference_image", broken,
+                 st.one_of(st.none(), images(max_side=40, batches=(1, batch), kinds=GOOD_IMAGES)),
+                 st.one_of(images(max_side=40, kinds=BAD_IMAGES), images(max_side=8, batches=(batch + 1,)))),
+        guidance=pick(data, "guidance", broken, guidance_ok,
+                      st.one_of(images(hw=hw, kinds=BAD_IMAGES), images(max_side=40, kinds=("ok",)))),
+        layout=pick(data, "layout", broken, st.sampled_from(LAYOUTS), bad_strings),
+        task=task,
+        mode=pick(data, "reference_mode", broken, st.sampled_from(REFERENCE_MODES), bad_strings),
+        budget=pick(data, "max_image_tokens", broken, good_budgets, bad_budgets),
+        rate=pick(data, "keep_pixels_rate", broken, good_rates, bad_rates),
+        options=pick(data, "control_options", broken, good_options, bad_options),
+    )
+
+
+CANVAS_FAULTS = ("edit_image", "edit_mask", "reference_image", "guidance", "layout", "task", "reference_mode",
+                 "max_image_tokens", "keep_pixels_rate", "control_options", "height", "width", "fit")
+
+
+@fuzz_settings(200)
+@given(st.data())
+def test_build_canvas(data):
+    broken = data.draw(faults(*CANVAS_FAULTS), "broken")
+    i = _draw_canvas_inputs(data, broken)
+    edit = data.draw(st.one_of(st.just(i["edit"]), st.just(i["edit"]), st.none()), "reference-only?")
+    fit = pick(data, "fit", broken, st.sampled_from(FITS), bad_strings)
+    height = pick(data, "height", broken, good_sides, bad_sides)
+    width = pick(data, "width", broken, good_sides, bad_sides)
+    r = TALLY.call("build_canvas", CANVAS_NAMES, build_canvas, i["layout"], i["task"], i["mode"], i["ref"], edit,
+                   i["mask"], i["budget"], i["rate"], height, width, guidance=i["guidance"], fit=fit,
+                   control_options=i["options"])
+    if broken == "edit_image" and edit is not None:
+        assert r is REFUSED, "a broken edit_image was accepted"
+    if r is not REFUSED:
+        _check_canvas(r, i["layout"], _batch_of(edit, i["ref"]), i["budget"])
+
+
+OFFICIAL_FAULTS = ("edit_image", "edit_mask", "reference_image", "guidance", "layout", "task_type", "max_seq_length",
+                   "keep_pixels_rate", "height", "width")
+
+
+@fuzz_settings(150)
+@given(st.data())
+def test_official_processor(data):
+    broken = data.draw(faults(*OFFICIAL_FAULTS), "broken")
+    i = _draw_canvas_inputs(data, broken)
+    edit = data.draw(st.one_of(st.just(i["edit"]), st.just(i["edit"]), st.none()), "reference-only?")
+    use_reference = data.draw(st.booleans(), "use_reference")
+    msl = pick(data, "max_seq_length", broken, st.one_of(st.sampled_from([16, 512, 1024, 3072]),
+                                                         widget_values(1024, 5120, integer=True, bad=False)),
+               bad_budgets)
+    task = pick(data, "task_type", broken, st.sampled_from(ALL_TASKS[:5]), bad_strings)
+    height = pick(data, "height", broken, good_sides, bad_sides)
+    width = pick(data, "width", broken, good_sides, bad_sides)
+    r = TALLY.call("official_processor", OFFICIAL_NAMES, official_processor, i["layout"], i["ref"], edit, i["mask"],
+                   use_reference, task, height, width, msl, i["rate"], guidance=i["guidance"])
+    if r is not REFUSED:
+        budget = 2 * msl if i["layout"] == "lora" else msl
+        _check_canvas(r, i["layout"], _batch_of(edit, i["ref"] if use_reference or edit is None else None), budget)
+        g = r.geometry[0]
+        assert r.slice_w == g.edit_x0 and (r.out_h, r.out_w) == (g.crop_h, g.crop_w)
+
+
+CROP_FAULTS = CANVAS_FAULTS[:-3] + ("context",)
+good_contexts = st.tuples(widget_values(0.0, 4.0, integer=False, bad=False),
+                          widget_values(0, 4096, integer=True, bad=False),
+                          widget_values(16, 8192, integer=True, bad=False), st.booleans())
+bad_contexts = st.one_of(
+    st.tuples(widget_values(0.0, 16.0, integer=False, bad=True), st.just(32), st.just(384), st.just(True)),
+    st.tuples(st.just(0.25), widget_values(0, 1 << 16, integer=True, bad=True), st.just(384), st.just(True)),
+    st.tuples(st.just(0.25), st.just(32), widget_values(1, 1 << 16, integer=True, bad=True), st.just(True)),
+)
+
+
+@fuzz_settings(150)
+@given(st.data())
+def test_build_canvas_around_mask(data):
+    broken = data.draw(faults(*CROP_FAULTS), "broken")
+    i = _draw_canvas_inputs(data, broken)
+    edit = data.draw(st.one_of(st.just(i["edit"]), st.just(i["edit"]), st.just(i["edit"]), st.none()), "no edit?")
+    margin, pixels, min_size, upscale = pick(data, "context", broken, good_contexts, bad_contexts)
+
+    def run():
+        context = ContextSpec(margin_rel=margin, margin_px=pixels, min_size=min_size, upscale=upscale)
+        return build_canvas_around_mask(i["layout"], i["task"], i["mode"], i["ref"], edit, i["mask"], i["budget"],
+                                        i["rate"], context=context, guidance=i["guidance"],
+                                        control_options=i["options"])
+
+    r = TALLY.call("build_canvas_around_mask", CROP_NAMES, run)
+    if broken == "edit_image" and edit is not None:
+        assert r is REFUSED, "a broken edit_image was accepted"
+    if r is not REFUSED:
+        _check_canvas(r, i["layout"], i["batch"], i["budget"])
+        for g in r.geometry:
+            assert (g.source_h, g.source_w) == i["hw"]
+
+
+@st.composite
+def _canvas_for_stitch(draw):
+    """A valid canvas (crop-to-mask or whole-image, with or without reference) to stitch back."""
+    h = draw(st.integers(1, 64))
+    hw = (h, draw(st.integers(max(1, -(-h // 4)), min(64, 4 * h))))  # within 4:1: no aspect crop to lose the mask
+    batch = draw(st.sampled_from([1, 2]))
+    edit = draw(images(hw=hw, batches=(batch,), kinds=("ok",)))
+    mask = draw(masks(hw, batch, kinds=("none", "empty", "full", "rect", "soft", "tiny_dot")))
+    ref = draw(st.one_of(st.none(), images(max_side=24, batches=(1,), kinds=("ok",))))
+    if draw(st.booleans()):
+        r = build_canvas_around_mask("lora", "repainting", "resize_to_height", ref, edit, mask, 1024,
+                                     context=ContextSpec(min_size=16))
+    elif draw(st.booleans()):
+        r = build_canvas("fft", "no_preprocess", "keep_pixels_pad", ref, edit, mask, 256, 0.8)
+    else:  # reference-only generation
+        r = build_canvas("lora", "repainting", "resize_to_height", ref, None, None, 256, None, hw[0], hw[1])
+    return r, edit, mask, batch
+
+
+STITCH_FAULTS = ("image", "original_image", "mask", "geometry", "grow_mask_px", "feather_px", "color_match")
+
+
+@fuzz_settings(150)
+@given(_canvas_for_stitch(), st.data())
+def test_stitch(made, data):
+    r, edit, mask, batch = made
+    g0 = r.geometry[0]
+    broken = data.draw(faults(*STITCH_FAULTS), "broken")
+    canvas_hw, source_hw = (g0.canvas_h, g0.canvas_w), (g0.source_h, g0.source_w)
+    decoded = pick(data, "image", broken, images(hw=canvas_hw, batches=(batch,), kinds=GOOD_IMAGES),
+                   st.one_of(images(hw=canvas_hw, batches=(batch,), kinds=BAD_IMAGES), images(max_side=40)))
+    original = pick(data, "original_image", broken,
+                    st.one_of(st.just(edit), images(hw=source_hw, batches=(1, batch), kinds=GOOD_IMAGES)),
+                    st.one_of(images(hw=source_hw, kinds=BAD_IMAGES), images(max_side=40), st.none()))
+    stitch_mask = pick(data, "mask", broken, st.one_of(st.just(mask), masks(source_hw, batch, kinds=GOOD_MASKS)),
+                       masks(source_hw, batch, kinds=BAD_MASKS))
+    geometry = pick(data, "geometry", broken, st.just(r.geometry),
+                    st.sampled_from([(), "geometry", None, r.geometry[:1] + r.geometry]))
+    grow = pick(data, "grow_mask_px", broken, widget_values(0, 1024, integer=True, bad=False),
+                widget_values(0, 4096, integer=True, bad=True))
+    feather = pick(data, "feather_px", broken, widget_values(0, 1024, integer=True, bad=False),
+                   widget_values(0, 4096, integer=True, bad=True))
+    color = pick(data, "color_match", broken, st.booleans(), st.sampled_from([1, None, "yes"]))
+    out = TALLY.call("stitch", STITCH_NAMES, stitch, decoded, geometry, original, stitch_mask, grow, feather, color)
+    if broken in ("image", "grow_mask_px", "feather_px", "color_match", "geometry") or (
+        broken == "original_image" and not g0.reference_only
+    ):
+        assert out is REFUSED, f"a broken {broken} was accepted"
+    if out is not REFUSED:
+        hw = (g0.crop_h, g0.crop_w) if g0.reference_only else source_hw
+        assert_image(out, "stitched", batch=len(geometry), hw=hw)
+        if not g0.reference_only and original is edit and stitch_mask is mask and grow == feather == 0 and not color:
+            # Outside the mask the photo is returned as it was (the documented promise; bit for bit).
+            keep = normalize_mask(mask, source_hw, batch) == 0
+            assert torch.equal(out[keep], edit.expand(batch, -1, -1, -1)[keep])
+
+
+@fuzz_settings(100)
+@given(_canvas_for_stitch(), st.data())
+def test_canvas_to_crop(made, data):
+    r, _, _, batch = made
+    g = r.geometry[0]
+    is_mask = data.draw(st.booleans(), "is_mask")
+    if is_mask:
+        canvas = data.draw(st.one_of(st.just(r.mask), masks((g.canvas_h, g.canvas_w), batch)), "canvas")
+    else:
+        canvas = data.draw(st.one_of(images(hw=(g.canvas_h, g.canvas_w), batches=(batch,)), images(max_side=40)),
+                           "canvas")
+    geometry = data.draw(st.one_of(st.just(g), st.just(r.geometry)), "geometry")
+    out = TALLY.call("canvas_to_crop", ("canvas", "geometry"), canvas_to_crop, canvas, geometry, is_mask=is_mask)
+    if out is not REFUSED:
+        if is_mask:
+            assert out.ndim == 3 and tuple(out.shape[1:]) == (g.crop_h, g.crop_w)
+            assert bool(torch.isfinite(out).all()) and float(out.min()) >= 0 and float(out.max()) <= 1
+        else:
+            assert out.ndim == 4 and tuple(out.shape[1:3]) == (g.crop_h, g.crop_w)
+            assert bool(torch.isfinite(out).all()) and float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+good_ratios = widget_values(1, 1024, integer=True, bad=False)
+bad_ratios = widget_values(1, 1024, integer=True, bad=True)
+good_thresholds = st.tuples(widget_values(0, 300, integer=True, bad=False), widget_values(300, 2040, integer=True,
+                                                                                        bad=False))
+bad_thresholds = st.one_of(st.tuples(widget_values(0, 2040, integer=True, bad=True), st.just(200)),
+                           st.tuples(st.just(100), widget_values(0, 2040, integer=True, bad=True)),
+                           st.just((300, 100)))
+
+
+@fuzz_settings(100)
+@given(st.data())
+def test_control_derived_guidance(data):
+    broken = data.draw(faults("image", "ratio", "low_threshold", "task"), "broken")
+    image = pick(data, "image", broken, good_images, bad_images)
+    hw, _ = _hw_batch(image)
+    ratio = pick(data, "ratio", broken, good_ratios, bad_ratios)
+    low, high = pick(data, "low_threshold", broken, good_thresholds, bad_thresholds)
+    task = pick(data, "task", broken, st.sampled_from(control.DERIVED_TASKS),
+                st.sampled_from(control.EXTERNAL_TASKS + ("repainting", "nope", None)))
+    calls = {
+        "recolorizing": ("control.recolorizing", ("image",), control.recolorizing, (image,)),
+        "mosaic_repainting": ("control.mosaic_repainting", ("image", "ratio"), control.mosaic_repainting,
+                              (image, ratio)),
+        "canny_repainting": ("control.canny_repainting", ("image", "low_threshold", "high_threshold"),
+                             control.canny_repainting, (image, low, high)),
+    }
+    if data.draw(st.booleans(), "through derive_guidance") or task not in calls:
+        out = TALLY.call("control.derive_guidance", ("task", "image", "ratio", "low_threshold", "high_threshold"),
+                         control.derive_guidance, task, image, low_threshold=low, high_threshold=high, ratio=ratio)
+    else:
+        name, names, fn, args = calls[task]
+        out = TALLY.call(name, names, fn, *args)
+    if broken == "image" or (broken == "task") or (broken == "ratio" and task == "mosaic_repainting") or (
+        broken == "low_threshold" and task == "canny_repainting"
+    ):
+        assert out is REFUSED, f"a broken {broken} was accepted"
+    if out is not REFUSED:
+        assert_image(out, task, hw=hw)
+        if task == "canny_repainting":
+            assert bool(((out == 0) | (out == 1)).all())
+
+
+@fuzz_settings(80)
+@given(st.data())
+def test_control_apply_under_mask(data):
+    broken = data.draw(faults("guidance", "image", "mask"), "broken")
+    image = pick(data, "image", broken, good_images, bad_images)
+    hw, batch = _hw_batch(image)
+    guidance = pick(data, "guidance", broken, images(hw=hw, batches=(1, batch), kinds=GOOD_IMAGES),
+                    st.one_of(images(hw=hw, kinds=BAD_IMAGES), images(max_side=40, kinds=("ok",))))
+    mask = pick(data, "mask", broken, masks(hw, batch, kinds=("empty", "full", "rect", "soft", "bool", "int", "nan",
+                                                              "tiny_dot")),
+                masks(hw, batch, kinds=BAD_MASKS + ("other_size_same_aspect",)))
+    out = TALLY.call("control.apply_under_mask", ("guidance", "image", "mask"), control.apply_under_mask, guidance,
+                     image, mask)
+    if broken in ("image", "guidance"):
+        assert out is REFUSED, f"a broken {broken} was accepted"
+    if out is not REFUSED:
+        assert_image(out, "composite", hw=hw)
+
+
+@fuzz_settings(150)
+@given(st.data())
+def test_normalize_mask(data):
+    hw = data.draw(st.tuples(st.integers(1, 48), st.integers(1, 48)), "edit_image")
+    batch = data.draw(st.sampled_from([1, 2, 3]))
+    mask = data.draw(masks(hw, batch), "edit_mask")
+    out = TALLY.call("normalize_mask", ("edit_mask", "edit_image"), normalize_mask, mask, hw, batch)
+    if out is not REFUSED:
+        assert_binary_mask(out, "normalized", batch=batch, hw=hw)
+
+
+# ==================================================================== model files
+
+
+@fuzz_settings(150)
+@given(data=st.data())
+def test_read_header_on_random_bytes(tmp_path_factory, data):
+    d = tmp_path_factory.mktemp("fuzz_files", numbered=True)
+    kind = data.draw(st.sampled_from(["random", "length_prefix", "json_header", "valid", "valid", "valid"]))
+    if kind == "valid":  # a well-formed file, then maybe damaged
+        header, offset = {}, 0
+        for key in data.draw(st.lists(st.sampled_from(["img_in.weight", "diffusion_model.img_in.weight", "x.w",
+                                                        "a.lora_A.weight", "a.lora_B.weight", "input_blocks.0.w",
+                                                        "lora_unet_x.lora_down.weight", "__metadata__"]),
+                                      max_size=5, unique=True)):
+            if key == "__metadata__":
+                header[key] = {"format": "pt"}
+                continue
+            dtype = data.draw(st.sampled_from(sorted(mf.DTYPE_BYTES)))
+            shape = data.draw(st.lists(st.integers(0, 6), min_size=1, max_size=3))
+            size = mf.DTYPE_BYTES[dtype] * math.prod(shape)
+            header[key] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+            offset += size
+        text = json.dumps(header).encode()
+        raw = struct.pack("<Q", len(text)) + text + b"\1" * offset
+        damage = data.draw(st.sampled_from(["none", "none", "truncate", "flip", "grow_length"]))
+        if damage == "truncate" and raw:
+            raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+        elif damage == "flip":
+            i = data.draw(st.integers(0, len(raw) - 1))
+            raw = raw[:i] + bytes([raw[i] ^ data.draw(st.integers(1, 255))]) + raw[i + 1 :]
+        elif damage == "grow_length":
+            raw = struct.pack("<Q", len(text) + data.draw(st.integers(1, 10**6))) + raw[8:]
+    elif kind == "random":
+        raw = data.draw(st.binary(max_size=200))
+    elif kind == "length_prefix":
+        body = data.draw(st.binary(max_size=120))
+        n = data.draw(st.one_of(st.just(len(body)), st.integers(0, 2**64 - 1)))
+        raw = struct.pack("<Q", n) + body
+    else:
+        entry = st.fixed_dictionaries({}, optional={
+            "dtype": st.sampled_from(["F32", "BF16", "F8_E4M3", "I64", "X9", 3]),
+            "shape": st.lists(st.integers(-2, 6), max_size=3),
+            "data_offsets": st.lists(st.integers(-4, 300), max_size=3),
+        })
+        header = data.draw(st.dictionaries(st.sampled_from(["img_in.weight", "x", "__metadata__", "a.lora_A.weight"]),
+                                           st.one_of(entry, st.integers(), st.text(max_size=3)), max_size=4))
+        text = json.dumps(header).encode()
+        raw = struct.pack("<Q", len(text)) + text + b"\0" * data.draw(st.integers(0, 300))
+    name = "m" + data.draw(st.sampled_from([".safetensors", ".sft", ".ckpt", ".pt", ".bin", ""]))
+    path = d / name
+    path.write_bytes(raw)
+    header = TALLY.call("model_files.read_header", ("unet_name",), mf.read_header, path, "unet_name")
+    if header is REFUSED:
+        return
+    assert header.file_size == len(raw)
+    for info in header.tensors.values():
+        begin, end = info.data_offsets
+        assert 0 <= begin <= end <= header.file_size - 8 - header.header_size
+    # The readers of a parsed header never fail.
+    model = mf.classify_diffusion_model(header)
+    assert isinstance(model.describe(), str)
+    lora = mf.inspect_lora(header)
+    assert isinstance(lora.describe(), str) and lora.modules >= 0
+    TALLY.counts.setdefault("model_files.classify_diffusion_model + inspect_lora", [0, 0])[0] += 1

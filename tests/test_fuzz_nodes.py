@@ -1,0 +1,498 @@
+"""Fuzzing every node of the pack inside the booted ComfyUI: ``execute`` (and ``validate_inputs``) called directly.
+
+Each case breaks at most one input (half of the cases break none): a widget out of range or of the wrong kind, a
+broken IMAGE/MASK (NaN, wrong shape, wrong dtype ...), a wrong model or file. Every case either returns well-formed
+outputs or raises a ``ValueError`` whose message names one of the node's inputs; a broken widget must be refused
+(by ``execute`` and, before the run, by ``validate_inputs``), and so must a broken image the node uses. The tiny
+synthetic models are loaded once per module with ComfyUI's own loaders. Case counts are printed at the end of the
+session ("fuzz cases (nodes)").
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from test_fuzz_harness import (
+    BAD_IMAGES,
+    BAD_MASKS,
+    GOOD_IMAGES,
+    GOOD_MASKS,
+    REFUSED,
+    Tally,
+    assert_binary_mask,
+    assert_image,
+    faults,
+    fuzz_settings,
+    images,
+    masks,
+    pick,
+    register,
+    widget_values,
+)
+
+TALLY = Tally("nodes")
+BAD_STRINGS = st.sampled_from(["no_such_value", "", None, 3])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _summary(request):
+    register(request.config, TALLY)
+
+
+@pytest.fixture(scope="module")
+def node(comfy_host):
+    return comfy_host.node_class_mappings.__getitem__
+
+
+def _inputs(cls) -> dict:
+    return {i.id: i for i in cls.define_schema().inputs}
+
+
+def _names(cls) -> tuple[str, ...]:
+    return tuple(_inputs(cls))
+
+
+def _widget_strategy(spec, bad: bool, small: tuple | None = None):
+    """Good or bad values of one widget from its schema (``small``: the good range to draw from mostly)."""
+    from comfy_api.v0_0_2 import io
+
+    if isinstance(spec, (io.Int.Input, io.Float.Input)):
+        integer = isinstance(spec, io.Int.Input)
+        if bad:
+            return widget_values(spec.min, spec.max, integer=integer, bad=True)
+        lo, hi = small or (spec.min, spec.max)
+        inside = st.integers(lo, hi) if integer else st.floats(lo, hi, allow_nan=False)
+        return st.one_of(inside, inside, inside, st.sampled_from([spec.min, spec.max]))
+    if isinstance(spec, io.Combo.Input):
+        return BAD_STRINGS if bad else st.sampled_from(spec.options)
+    if isinstance(spec, io.Boolean.Input):
+        return st.booleans()  # ComfyUI converts with bool(); any value is a valid boolean
+    raise AssertionError(spec)
+
+
+def _draw_widgets(data, cls, broken, small: dict | None = None, skip=()) -> dict:
+    from comfy_api.v0_0_2 import io
+
+    out = {}
+    for name, spec in _inputs(cls).items():
+        if name in skip or not isinstance(spec, (io.Int.Input, io.Float.Input, io.Combo.Input, io.Boolean.Input)):
+            continue
+        bad = broken == name and not isinstance(spec, io.Boolean.Input)
+        out[name] = data.draw(_widget_strategy(spec, bad, (small or {}).get(name)), name)
+    return out
+
+
+def _validate_inputs(cls, widgets: dict, broken, image_names=()):
+    """``validate_inputs`` with the widget values it takes: True for good ones, a message naming the bad one."""
+    import inspect
+
+    if "validate_inputs" not in cls.__dict__:
+        return
+    fn = cls.validate_inputs
+    params = inspect.signature(fn).parameters
+    result = fn(**{k: v for k, v in widgets.items() if k in params})  # never raises: True or a message
+    TALLY.counts.setdefault(f"{cls.__name__}.validate_inputs", [0, 0])[0 if result is True else 1] += 1
+    if broken in params and widgets[broken] is not None:  # None: "not given / linked" for validate_inputs
+        assert isinstance(result, str) and broken in result, (broken, result)
+    elif broken not in image_names:
+        assert result is True or (isinstance(result, str) and any(n in result for n in params)), result
+
+
+def _hw_batch(x) -> tuple[tuple[int, int], int]:
+    if isinstance(x, torch.Tensor) and x.ndim in (3, 4) and x.shape[-2] > 0 and x.shape[-3] > 0:
+        return (int(x.shape[-3]), int(x.shape[-2])), (int(x.shape[0]) if x.ndim == 4 else 1) or 1
+    return (8, 8), 1
+
+
+good_images = st.one_of(images(kinds=GOOD_IMAGES), images(kinds=GOOD_IMAGES, min_side=16, max_side=64))
+bad_images = images(kinds=BAD_IMAGES)
+
+
+def _images_for(data, broken, with_task: str | None, names=("edit_image", "edit_mask", "reference_image",
+                                                           "control_image")):
+    edit_name, mask_name, ref_name, ctl_name = names
+    edit = pick(data, edit_name, broken, st.one_of(good_images, good_images, st.none()), bad_images)
+    hw, batch = _hw_batch(edit)
+    guidance_ok = images(hw=hw, batches=(1, batch), kinds=GOOD_IMAGES)
+    if with_task == "repainting" or edit is None:
+        guidance_ok = st.none()
+    elif with_task not in ("contour_repainting", "depth_repainting"):
+        guidance_ok = st.one_of(st.none(), guidance_ok)
+    return dict(
+        edit=edit, hw=hw, batch=batch,
+        mask=pick(data, mask_name, broken, masks(hw, batch, kinds=GOOD_MASKS), masks(hw, batch, kinds=BAD_MASKS)),
+        ref=pick(data, ref_name, broken, st.one_of(st.none(), images(max_side=40, batches=(1, batch),
+                                                                     kinds=GOOD_IMAGES)),
+                 images(max_side=40, kinds=BAD_IMAGES)),
+        control=pick(data, ctl_name, broken, guidance_ok, images(hw=hw, kinds=BAD_IMAGES)),
+    )
+
+
+def _check_canvas_outputs(canvas, mask, batch, budget):
+    assert_image(canvas, "canvas", batch=batch)
+    h, w = canvas.shape[1:3]
+    assert h % 16 == 0 and w % 16 == 0 and (h // 16) * (w // 16) <= budget
+    assert_binary_mask(mask, "mask", batch=batch, hw=(h, w))
+
+
+# ==================================================================== canvas nodes
+
+CANVAS_SMALL = {"max_image_tokens": (64, 4096), "width": (16, 96), "height": (16, 96), "context_pixels": (0, 64),
+                "min_crop_size": (16, 128), "canny_low_threshold": (0, 150), "canny_high_threshold": (150, 2040),
+                "mosaic_ratio": (1, 64)}
+
+
+@fuzz_settings(120)
+@given(data=st.data())
+def test_canvas_node(node, data):
+    cls = node("ACEPlusCanvas")
+    names = _names(cls)
+    broken = data.draw(faults(*[n for n in names if n not in ("crop_to_mask", "upscale_crop")]), "broken")
+    widgets = _draw_widgets(data, cls, broken, CANVAS_SMALL)
+    if broken != "canny_low_threshold" and widgets["canny_low_threshold"] > widgets["canny_high_threshold"]:
+        widgets["canny_low_threshold"], widgets["canny_high_threshold"] = (widgets["canny_high_threshold"],
+                                                                           widgets["canny_low_threshold"])
+    i = _images_for(data, broken, widgets["task"])
+    _validate_inputs(cls, widgets, broken)
+    out = TALLY.call("ACEPlusCanvas", names, lambda: cls.execute(
+        **widgets, reference_image=i["ref"], edit_image=i["edit"], edit_mask=i["mask"], control_image=i["control"]
+    ).result)
+    if broken in widgets or (broken == "edit_image"):
+        assert out is REFUSED, f"a broken {broken} was accepted"
+    if out is not REFUSED:
+        canvas, uc, c, mask, geometry = out
+        batch = i["batch"] if i["edit"] is not None else _hw_batch(i["ref"])[1] if i["ref"] is not None else 1
+        _check_canvas_outputs(canvas, mask, batch, widgets["max_image_tokens"])
+        assert_image(uc, "uc_image", batch=batch, hw=canvas.shape[1:3])
+        assert_image(c, "c_image", batch=batch, hw=canvas.shape[1:3])
+        assert len(geometry) == batch
+
+
+@pytest.mark.parametrize("node_id", ["ACEPlusLoraProcessor", "ACEPlusFFTProcessor"])
+@fuzz_settings(80)
+@given(data=st.data())
+def test_processor_nodes(node, node_id, data):
+    cls = node(node_id)
+    names = _names(cls)
+    broken = data.draw(faults(*[n for n in names if n != "use_reference"]), "broken")
+    widgets = _draw_widgets(data, cls, broken, {"max_seq_length": (1024, 2048)})
+    i = _images_for(data, broken, widgets["task_type"])
+    _validate_inputs(cls, widgets, broken)
+    out = TALLY.call(node_id, names, lambda: cls.execute(
+        **widgets, reference_image=i["ref"], edit_image=i["edit"], edit_mask=i["mask"], control_image=i["control"]
+    ).result)
+    if broken in widgets or broken == "edit_image":
+        assert out is REFUSED, f"a broken {broken} was accepted"
+    if out is not REFUSED:
+        *imgs, mask, out_h, out_w, slice_w = out
+        budget = widgets["max_seq_length"] * (2 if node_id == "ACEPlusLoraProcessor" else 1)
+        _check_canvas_outputs(imgs[0], mask, imgs[0].shape[0], budget)
+        for x in imgs:
+            assert_image(x, "processor image", hw=imgs[0].shape[1:3])
+        assert all(isinstance(v, int) and v >= 0 for v in (out_h, out_w, slice_w)) and slice_w < mask.shape[2]
+
+
+@st.composite
+def _made_canvas(draw, canvas_node):
+    """A good canvas from ACE++ Canvas (crop to mask or not, lora or fft), to cut back, stitch, condition."""
+    h = draw(st.integers(8, 64))
+    hw = (h, draw(st.integers(max(1, -(-h // 4)), min(64, 4 * h))))
+    batch = draw(st.sampled_from([1, 2]))
+    edit = draw(st.one_of(images(hw=hw, batches=(batch,), kinds=("ok",)), st.none()))
+    mask = draw(masks(hw, batch, kinds=("none", "empty", "full", "rect", "soft")))
+    ref = draw(st.one_of(st.none(), images(max_side=24, batches=(1,), kinds=("ok",))))
+    layout = draw(st.sampled_from(["lora", "fft"]))
+    out = canvas_node.execute(
+        layout=layout, task="repainting", reference_mode="auto", max_image_tokens=draw(st.sampled_from([256, 1024])),
+        keep_pixels_rate=0.8, width=max(16, hw[1]), height=max(16, hw[0]), crop_to_mask=draw(st.booleans()),
+        min_crop_size=16,
+        reference_image=ref, edit_image=edit, edit_mask=mask,
+    ).result
+    return dict(canvas=out[0], uc=out[1], c=out[2], mask=out[3], geometry=out[4], edit=edit, edit_mask=mask,
+                batch=batch if edit is not None else 1, layout=layout)
+
+
+@fuzz_settings(60)
+@given(data=st.data())
+def test_cut_back_node(node, data):
+    made = data.draw(_made_canvas(node("ACEPlusCanvas")), "canvas")
+    cls = node("ACEPlusCutBack")
+    g = made["geometry"][0]
+    broken = data.draw(faults("image", "geometry"), "broken")
+    image = pick(data, "image", broken, images(hw=(g.canvas_h, g.canvas_w), batches=(len(made["geometry"]),),
+                                               kinds=GOOD_IMAGES),
+                 st.one_of(images(hw=(g.canvas_h, g.canvas_w), kinds=BAD_IMAGES), images(max_side=40)))
+    geometry = pick(data, "geometry", broken, st.just(made["geometry"]), st.sampled_from([(), "geometry", None]))
+    out = TALLY.call("ACEPlusCutBack", _names(cls), lambda: cls.execute(image=image, geometry=geometry).result)
+    if broken is not None:
+        assert out is REFUSED, f"a broken {broken} was accepted"
+    if out is not REFUSED:
+        assert_image(out[0], "cut back", batch=len(made["geometry"]), hw=(g.crop_h, g.crop_w))
+
+
+@fuzz_settings(80)
+@given(data=st.data())
+def test_stitch_node(node, data):
+    made = data.draw(_made_canvas(node("ACEPlusCanvas")), "canvas")
+    cls = node("ACEPlusStitch")
+    names = _names(cls)
+    g = made["geometry"][0]
+    batch = len(made["geometry"])
+    broken = data.draw(faults("image", "geometry", "original_image", "mask", "grow_mask_px", "feather_px"), "broken")
+    widgets = _draw_widgets(data, cls, broken, {"grow_mask_px": (0, 24), "feather_px": (0, 24)})
+    source = (g.source_h, g.source_w)
+    image = pick(data, "image", broken, images(hw=(g.canvas_h, g.canvas_w), batches=(batch,), kinds=GOOD_IMAGES),
+                 st.one_of(images(hw=(g.canvas_h, g.canvas_w), kinds=BAD_IMAGES), images(max_side=40)))
+    original = pick(data, "original_image", broken,
+                    st.just(made["edit"]) if made["edit"] is not None else st.none(),
+                    st.one_of(images(hw=source, kinds=BAD_IMAGES), images(max_side=40)))
+    mask = pick(data, "mask", broken, st.one_of(st.just(made["edit_mask"]), masks(source, batch, kinds=GOOD_MASKS)),
+                masks(source, batch, kinds=BAD_MASKS))
+    geometry = pick(data, "geometry", broken, st.just(made["geometry"]), st.sampled_from([(), "geometry", None]))
+    _validate_inputs(cls, widgets, broken)
+    out = TALLY.call("ACEPlusStitch", names, lambda: cls.execute(
+        image=image, geometry=geometry, original_image=original, mask=mask, **widgets).result)
+    if broken in ("image", "geometry", "grow_mask_px", "feather_px") or (
+        broken == "original_image" and not g.reference_only
+    ):
+        assert out is REFUSED, f"a broken {broken} was accepted"
+    if out is not REFUSED:
+        hw = (g.crop_h, g.crop_w) if g.reference_only else source
+        assert_image(out[0], "stitched", batch=batch, hw=hw)
+
+
+# ==================================================================== conditioning nodes
+
+
+@pytest.fixture(scope="module")
+def kit(comfy_host, tiny_models):
+    """A VAE and models loaded once with ComfyUI's own loaders, and a prompt conditioning of CLIP-L widths."""
+    import comfy.model_patcher
+    import comfy.sd
+    import tiny_models as factory
+
+    g = torch.Generator().manual_seed(0)
+    cond = [[torch.randn(1, 8, 768, generator=g), {"pooled_output": torch.randn(1, 768, generator=g)}]]
+    models = {name: comfy.sd.load_diffusion_model(str(tiny_models[name]))
+              for name in ("tiny_flux_fill", "tiny_ace_plus_fft", "tiny_flux_dev")}
+    models["not_flux"] = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"),
+                                                          torch.device("cpu"))
+    return {"vae": comfy.sd.VAE(sd=factory.taesd_vae_state_dict(16, seed=0)), "cond": cond, "models": models}
+
+
+def _check_conditioning(out, batch: int, hw: tuple[int, int], noise_mask: bool, channels: int):
+    *rest, pos, neg, latent = out
+    for c in (pos, neg):
+        extra = c[0][1]
+        concat = extra["concat_latent_image"]
+        assert concat.shape == (batch, channels, hw[0] // 8, hw[1] // 8), concat.shape
+        assert bool(torch.isfinite(concat).all())
+        m = extra["concat_mask"]
+        assert bool(torch.isfinite(m).all()) and float(m.min()) >= 0 and float(m.max()) <= 1
+    samples = latent["samples"]
+    assert samples.shape == (batch, 16, hw[0] // 8, hw[1] // 8) and bool(torch.isfinite(samples).all())
+    assert ("noise_mask" in latent) == noise_mask
+
+
+def _pixels(data, broken, name, hw, batch):
+    return pick(data, name, broken, images(hw=hw, batches=(batch,), kinds=GOOD_IMAGES),
+                st.one_of(images(hw=hw, kinds=BAD_IMAGES), images(max_side=7, kinds=("ok",))))
+
+
+def _conditioning_sizes(data):
+    h = data.draw(st.sampled_from([8, 16, 17, 33, 48, 64]), "height")
+    return (h, data.draw(st.sampled_from([8, 16, 23, 32, 64]), "width")), data.draw(st.sampled_from([1, 2]), "batch")
+
+
+COND_MASKS = ("empty", "full", "rect", "soft", "bool", "nan", "inf", "b1hw", "other_size_same_aspect")
+
+
+@fuzz_settings(60)
+@given(data=st.data())
+def test_lora_conditioning_node(node, kit, data):
+    cls = node("ACEPlusLoraConditioning")
+    hw, batch = _conditioning_sizes(data)
+    broken = data.draw(faults("pixels", "mask"), "broken")
+    pixels = _pixels(data, broken, "pixels", hw, batch)
+    mask = pick(data, "mask", broken, masks(hw, batch, kinds=COND_MASKS),
+                masks(hw, batch, kinds=("other_size", "batch_mismatch", "ndim_4_bad", "not_a_tensor")))
+    noise_mask = data.draw(st.booleans(), "noise_mask")
+    out = TALLY.call("ACEPlusLoraConditioning", _names(cls), lambda: cls.execute(
+        positive=kit["cond"], negative=kit["cond"], vae=kit["vae"], pixels=pixels, mask=mask,
+        noise_mask=noise_mask).result)
+    if broken is not None:
+        assert out is REFUSED, f"a broken {broken} was accepted"
+    if out is not REFUSED:
+        _check_conditioning(out, _hw_batch(pixels)[1], (hw[0] // 8 * 8, hw[1] // 8 * 8), noise_mask, 16)
+
+
+@fuzz_settings(60)
+@given(data=st.data())
+def test_fft_conditioning_node(node, kit, data):
+    cls = node("ACEPlusConditioning")
+    hw, batch = _conditioning_sizes(data)
+    broken = data.draw(faults("ucpixels", "cpixels", "mask"), "broken")
+    uc = _pixels(data, broken, "ucpixels", hw, batch)
+    c = _pixels(data, broken, "cpixels", hw, batch)
+    mask = pick(data, "mask", broken, masks(hw, batch, kinds=COND_MASKS),
+                masks(hw, batch, kinds=("other_size", "batch_mismatch", "ndim_4_bad", "not_a_tensor")))
+    noise_mask = data.draw(st.booleans(), "noise_mask")
+    out = TALLY.call("ACEPlusConditioning", _names(cls), lambda: cls.execute(
+        positive=kit["cond"], negative=kit["cond"], vae=kit["vae"], ucpixels=uc, cpixels=c, mask=mask,
+        noise_mask=noise_mask).result)
+    if broken is not None:
+        assert out is REFUSED, f"a broken {broken} was accepted"
+    if out is not REFUSED:
+        _check_conditioning(out, _hw_batch(uc)[1], (hw[0] // 8 * 8, hw[1] // 8 * 8), noise_mask, 32)
+
+
+@fuzz_settings(60)
+@given(data=st.data())
+def test_canvas_conditioning_node(node, kit, data):
+    made = data.draw(_made_canvas(node("ACEPlusCanvas")), "canvas")
+    cls = node("ACEPlusCanvasConditioning")
+    g = made["geometry"][0]
+    canvas_hw = (g.canvas_h, g.canvas_w)
+    batch = len(made["geometry"])
+    broken = data.draw(faults("model", "uc_image", "c_image", "mask", "geometry"), "broken")
+    right = "tiny_flux_fill" if made["layout"] == "lora" else "tiny_ace_plus_fft"
+    wrong = "tiny_ace_plus_fft" if made["layout"] == "lora" else "tiny_flux_fill"
+    model = kit["models"][pick(data, "model", broken, st.just(right), st.sampled_from([wrong, "tiny_flux_dev",
+                                                                                         "not_flux"]))]
+    uc = pick(data, "uc_image", broken, st.just(made["uc"]),
+              st.one_of(images(hw=canvas_hw, kinds=BAD_IMAGES), images(max_side=40, kinds=("ok",))))
+    c = pick(data, "c_image", broken, st.just(made["c"]), images(hw=canvas_hw, kinds=BAD_IMAGES))
+    mask = pick(data, "mask", broken, st.one_of(st.just(made["mask"]), masks(canvas_hw, batch, kinds=COND_MASKS)),
+                masks(canvas_hw, batch, kinds=("other_size", "batch_mismatch", "ndim_4_bad", "not_a_tensor")))
+    geometry = pick(data, "geometry", broken, st.just(made["geometry"]), st.sampled_from([(), "geometry", None]))
+    noise_mask = data.draw(st.booleans(), "noise_mask")
+    out = TALLY.call("ACEPlusCanvasConditioning", _names(cls), lambda: cls.execute(
+        model=model, positive=kit["cond"], negative=kit["cond"], vae=kit["vae"], uc_image=uc, c_image=c, mask=mask,
+        geometry=geometry, noise_mask=noise_mask).result)
+    if broken is not None and not (broken == "c_image" and made["layout"] == "lora"):
+        assert out is REFUSED, f"a broken {broken} was accepted"
+    if out is not REFUSED:
+        assert out[0].model_options["ace_plus_layout"] == ("fill" if made["layout"] == "lora" else "fft")
+        _check_conditioning(out, batch, canvas_hw, noise_mask, 16 if made["layout"] == "lora" else 32)
+
+
+# ==================================================================== model nodes
+
+
+@fuzz_settings(30)
+@given(data=st.data())
+def test_model_patch_node(node, kit, data):
+    cls = node("ACEPlusModelPatch")
+    name = data.draw(st.sampled_from(sorted(kit["models"])), "model")
+    out = TALLY.call("ACEPlusModelPatch", _names(cls), lambda: cls.execute(model=kit["models"][name]).result)
+    if name in ("tiny_flux_dev", "not_flux"):
+        assert out is REFUSED
+    else:
+        assert out[0] is not kit["models"][name]
+        assert out[0].model_options["ace_plus_layout"] == ("fill" if name == "tiny_flux_fill" else "fft")
+
+
+@pytest.fixture(scope="module")
+def garbage_dir(comfy_host, tmp_path_factory):
+    """A folder registered for loras and diffusion_models where the fuzz writes bad files; unregistered after."""
+    import folder_paths
+
+    d = tmp_path_factory.mktemp("fuzz_models")
+    for folder in ("loras", "diffusion_models"):
+        comfy_host.add_model_dir(folder, d)
+    yield d
+    for folder in ("loras", "diffusion_models"):
+        paths = folder_paths.folder_names_and_paths[folder][0]
+        if str(d) in paths:
+            paths.remove(str(d))
+        folder_paths.filename_list_cache.pop(folder, None)
+
+
+@st.composite
+def _bad_model_file(draw, garbage_dir, tiny_models):
+    """A bad model file in ``garbage_dir``: random bytes, a truncated or byte-flipped real file, a pickle or GGUF
+    name, a LoRA full of NaN, a full model offered as a LoRA, an empty header."""
+    from safetensors.torch import save_file
+
+    kind = draw(st.sampled_from(["random", "truncated", "flipped", "pickle", "gguf", "bin", "nan_lora",
+                                 "model_as_lora", "empty_header"]))
+    seed = draw(st.integers(0, 10**6))
+    if kind in ("truncated", "flipped"):
+        src = tiny_models[draw(st.sampled_from(["tiny_fill_lora_peft", "tiny_ace_plus_fft"]))].read_bytes()
+    elif kind == "model_as_lora":
+        src = tiny_models["tiny_ace_plus_fft"].read_bytes()
+    if kind == "random":
+        raw, ext = draw(st.binary(max_size=300)), ".safetensors"
+    elif kind == "truncated":
+        raw, ext = src[: draw(st.integers(0, len(src) - 1))], ".safetensors"
+    elif kind == "flipped":
+        (n,) = struct.unpack("<Q", src[:8])
+        i = draw(st.integers(0, 8 + n - 1))  # a byte of the length or the JSON header
+        raw, ext = src[:i] + bytes([src[i] ^ draw(st.integers(1, 255))]) + src[i + 1 :], ".safetensors"
+    elif kind in ("pickle", "gguf", "bin"):
+        raw, ext = b"\x80\x04" + draw(st.binary(max_size=40)), {"pickle": ".ckpt", "gguf": ".gguf", "bin": ".bin"}[kind]
+    elif kind == "model_as_lora":
+        raw, ext = src, ".safetensors"
+    else:
+        raw, ext = None, ".safetensors"
+    path = garbage_dir / f"fuzz_{kind}_{seed}{ext}"
+    if kind == "nan_lora":
+        sd = {"diffusion_model.img_in.lora_A.weight": torch.full((4, 384), math.nan),
+              "diffusion_model.img_in.lora_B.weight": torch.zeros(32, 4)}
+        save_file(sd, str(path))
+    elif kind == "empty_header":
+        path.write_bytes(struct.pack("<Q", 2) + b"{}")
+    else:
+        path.write_bytes(raw)
+    return path.name, kind
+
+
+@fuzz_settings(40)
+@given(data=st.data())
+def test_lora_loader_node(node, kit, tiny_models, garbage_dir, data):
+    cls = node("ACEPlusLoraLoader")
+    names = _names(cls)
+    broken = data.draw(faults("lora_name", "strength_model"), "broken")
+    if broken == "lora_name":
+        lora, kind = data.draw(_bad_model_file(garbage_dir, tiny_models), "lora_name")
+    else:
+        lora, kind = data.draw(st.sampled_from(["tiny_fill_lora_peft.safetensors",
+                                                "tiny_fill_lora_kohya.safetensors"]), "lora_name"), "good"
+    widgets = _draw_widgets(data, cls, broken, skip=("lora_name",))
+    model = kit["models"][data.draw(st.sampled_from(["tiny_flux_fill", "tiny_flux_fill", "tiny_ace_plus_fft"]))]
+    _validate_inputs(cls, widgets, broken)
+    out = TALLY.call("ACEPlusLoraLoader", names, lambda: cls.execute(model=model, lora_name=lora, **widgets).result)
+    if broken == "strength_model" or (broken == "lora_name" and kind != "flipped"):
+        assert out is REFUSED, f"a broken {broken} ({kind}) was accepted"
+    if out is not REFUSED:
+        patched = out[0]
+        assert patched is model or patched.model is model.model
+        assert not model.patches  # the input model is never patched
+
+
+@fuzz_settings(25)
+@given(data=st.data())
+def test_fft_loader_node(node, tiny_models, garbage_dir, data):
+    cls = node("ACEPlusLoader")
+    names = _names(cls)
+    broken = data.draw(faults("unet_name", "weight_dtype"), "broken")
+    if broken == "unet_name":
+        unet, kind = data.draw(st.one_of(
+            _bad_model_file(garbage_dir, tiny_models),
+            st.sampled_from([("tiny_flux_fill.safetensors", "fill"), ("tiny_flux_dev.safetensors", "dev")]),
+        ), "unet_name")
+    else:
+        unet, kind = data.draw(st.sampled_from(["tiny_ace_plus_fft.safetensors",
+                                                "tiny_ace_plus_fft_fp8.safetensors"]), "unet_name"), "good"
+    weight_dtype = pick(data, "weight_dtype", broken, st.sampled_from(["default", "fp8_e4m3fn", "fp8_e5m2"]),
+                        BAD_STRINGS)
+    out = TALLY.call("ACEPlusLoader", names, lambda: cls.execute(unet_name=unet, weight_dtype=weight_dtype).result)
+    if broken == "weight_dtype" or (broken == "unet_name" and kind not in ("flipped", "model_as_lora")):
+        assert out is REFUSED, f"a broken {broken} ({kind}) was accepted"
+    if out is not REFUSED:
+        assert out[0].model_options["ace_plus_layout"] == "fft"
