@@ -151,7 +151,7 @@ CANVAS_FAULTS = ("edit_image", "edit_mask", "reference_image", "guidance", "layo
                  "max_image_tokens", "keep_pixels_rate", "control_options", "height", "width", "fit")
 
 
-@fuzz_settings(200)
+@fuzz_settings(300)
 @given(st.data())
 def test_build_canvas(data):
     broken = data.draw(faults(*CANVAS_FAULTS), "broken")
@@ -173,7 +173,7 @@ OFFICIAL_FAULTS = ("edit_image", "edit_mask", "reference_image", "guidance", "la
                    "keep_pixels_rate", "height", "width")
 
 
-@fuzz_settings(150)
+@fuzz_settings(250)
 @given(st.data())
 def test_official_processor(data):
     broken = data.draw(faults(*OFFICIAL_FAULTS), "broken")
@@ -206,7 +206,7 @@ bad_contexts = st.one_of(
 )
 
 
-@fuzz_settings(150)
+@fuzz_settings(250)
 @given(st.data())
 def test_build_canvas_around_mask(data):
     broken = data.draw(faults(*CROP_FAULTS), "broken")
@@ -251,7 +251,7 @@ def _canvas_for_stitch(draw):
 STITCH_FAULTS = ("image", "original_image", "mask", "geometry", "grow_mask_px", "feather_px", "color_match")
 
 
-@fuzz_settings(150)
+@fuzz_settings(250)
 @given(_canvas_for_stitch(), st.data())
 def test_stitch(made, data):
     r, edit, mask, batch = made
@@ -259,10 +259,12 @@ def test_stitch(made, data):
     broken = data.draw(faults(*STITCH_FAULTS), "broken")
     canvas_hw, source_hw = (g0.canvas_h, g0.canvas_w), (g0.source_h, g0.source_w)
     decoded = pick(data, "image", broken, images(hw=canvas_hw, batches=(batch,), kinds=GOOD_IMAGES),
-                   st.one_of(images(hw=canvas_hw, batches=(batch,), kinds=BAD_IMAGES), images(max_side=40)))
+                   st.one_of(images(hw=canvas_hw, batches=(batch,), kinds=BAD_IMAGES),
+                             images(hw=(canvas_hw[0] + 16, canvas_hw[1]), kinds=("ok",))))
     original = pick(data, "original_image", broken,
                     st.one_of(st.just(edit), images(hw=source_hw, batches=(1, batch), kinds=GOOD_IMAGES)),
-                    st.one_of(images(hw=source_hw, kinds=BAD_IMAGES), images(max_side=40), st.none()))
+                    st.one_of(images(hw=source_hw, kinds=BAD_IMAGES),
+                              images(hw=(source_hw[0] + 1, source_hw[1]), kinds=("ok",)), st.none()))
     stitch_mask = pick(data, "mask", broken, st.one_of(st.just(mask), masks(source_hw, batch, kinds=GOOD_MASKS)),
                        masks(source_hw, batch, kinds=BAD_MASKS))
     geometry = pick(data, "geometry", broken, st.just(r.geometry),
@@ -286,7 +288,7 @@ def test_stitch(made, data):
             assert torch.equal(out[keep], edit.expand(batch, -1, -1, -1)[keep])
 
 
-@fuzz_settings(100)
+@fuzz_settings(150)
 @given(_canvas_for_stitch(), st.data())
 def test_canvas_to_crop(made, data):
     r, _, _, batch = made
@@ -317,7 +319,7 @@ bad_thresholds = st.one_of(st.tuples(widget_values(0, 2040, integer=True, bad=Tr
                            st.just((300, 100)))
 
 
-@fuzz_settings(100)
+@fuzz_settings(250)
 @given(st.data())
 def test_control_derived_guidance(data):
     broken = data.draw(faults("image", "ratio", "low_threshold", "task"), "broken")
@@ -350,14 +352,14 @@ def test_control_derived_guidance(data):
             assert bool(((out == 0) | (out == 1)).all())
 
 
-@fuzz_settings(80)
+@fuzz_settings(120)
 @given(st.data())
 def test_control_apply_under_mask(data):
     broken = data.draw(faults("guidance", "image", "mask"), "broken")
     image = pick(data, "image", broken, good_images, bad_images)
     hw, batch = _hw_batch(image)
     guidance = pick(data, "guidance", broken, images(hw=hw, batches=(1, batch), kinds=GOOD_IMAGES),
-                    st.one_of(images(hw=hw, kinds=BAD_IMAGES), images(max_side=40, kinds=("ok",))))
+                    st.one_of(images(hw=hw, kinds=BAD_IMAGES), images(hw=(hw[0] + 1, hw[1]), kinds=("ok",))))
     mask = pick(data, "mask", broken, masks(hw, batch, kinds=("empty", "full", "rect", "soft", "bool", "int", "nan",
                                                               "tiny_dot")),
                 masks(hw, batch, kinds=BAD_MASKS + ("other_size_same_aspect",)))
@@ -369,7 +371,7 @@ def test_control_apply_under_mask(data):
         assert_image(out, "composite", hw=hw)
 
 
-@fuzz_settings(150)
+@fuzz_settings(200)
 @given(st.data())
 def test_normalize_mask(data):
     hw = data.draw(st.tuples(st.integers(1, 48), st.integers(1, 48)), "edit_image")
@@ -383,7 +385,7 @@ def test_normalize_mask(data):
 # ==================================================================== model files
 
 
-@fuzz_settings(150)
+@fuzz_settings(250)
 @given(data=st.data())
 def test_read_header_on_random_bytes(tmp_path_factory, data):
     d = tmp_path_factory.mktemp("fuzz_files", numbered=True)

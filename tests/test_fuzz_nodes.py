@@ -147,7 +147,7 @@ CANVAS_SMALL = {"max_image_tokens": (64, 4096), "width": (16, 96), "height": (16
                 "mosaic_ratio": (1, 64)}
 
 
-@fuzz_settings(120)
+@fuzz_settings(200)
 @given(data=st.data())
 def test_canvas_node(node, data):
     cls = node("ACEPlusCanvas")
@@ -174,7 +174,7 @@ def test_canvas_node(node, data):
 
 
 @pytest.mark.parametrize("node_id", ["ACEPlusLoraProcessor", "ACEPlusFFTProcessor"])
-@fuzz_settings(80)
+@fuzz_settings(120)
 @given(data=st.data())
 def test_processor_nodes(node, node_id, data):
     cls = node(node_id)
@@ -217,7 +217,7 @@ def _made_canvas(draw, canvas_node):
                 batch=batch if edit is not None else 1, layout=layout)
 
 
-@fuzz_settings(60)
+@fuzz_settings(100)
 @given(data=st.data())
 def test_cut_back_node(node, data):
     made = data.draw(_made_canvas(node("ACEPlusCanvas")), "canvas")
@@ -226,7 +226,8 @@ def test_cut_back_node(node, data):
     broken = data.draw(faults("image", "geometry"), "broken")
     image = pick(data, "image", broken, images(hw=(g.canvas_h, g.canvas_w), batches=(len(made["geometry"]),),
                                                kinds=GOOD_IMAGES),
-                 st.one_of(images(hw=(g.canvas_h, g.canvas_w), kinds=BAD_IMAGES), images(max_side=40)))
+                 st.one_of(images(hw=(g.canvas_h, g.canvas_w), kinds=BAD_IMAGES),
+                           images(hw=(g.canvas_h + 16, g.canvas_w), kinds=("ok",))))
     geometry = pick(data, "geometry", broken, st.just(made["geometry"]), st.sampled_from([(), "geometry", None]))
     out = TALLY.call("ACEPlusCutBack", _names(cls), lambda: cls.execute(image=image, geometry=geometry).result)
     if broken is not None:
@@ -235,7 +236,7 @@ def test_cut_back_node(node, data):
         assert_image(out[0], "cut back", batch=len(made["geometry"]), hw=(g.crop_h, g.crop_w))
 
 
-@fuzz_settings(80)
+@fuzz_settings(120)
 @given(data=st.data())
 def test_stitch_node(node, data):
     made = data.draw(_made_canvas(node("ACEPlusCanvas")), "canvas")
@@ -247,10 +248,12 @@ def test_stitch_node(node, data):
     widgets = _draw_widgets(data, cls, broken, {"grow_mask_px": (0, 24), "feather_px": (0, 24)})
     source = (g.source_h, g.source_w)
     image = pick(data, "image", broken, images(hw=(g.canvas_h, g.canvas_w), batches=(batch,), kinds=GOOD_IMAGES),
-                 st.one_of(images(hw=(g.canvas_h, g.canvas_w), kinds=BAD_IMAGES), images(max_side=40)))
+                 st.one_of(images(hw=(g.canvas_h, g.canvas_w), kinds=BAD_IMAGES),
+                           images(hw=(g.canvas_h + 16, g.canvas_w), kinds=("ok",))))
     original = pick(data, "original_image", broken,
                     st.just(made["edit"]) if made["edit"] is not None else st.none(),
-                    st.one_of(images(hw=source, kinds=BAD_IMAGES), images(max_side=40)))
+                    st.one_of(images(hw=source, kinds=BAD_IMAGES), images(hw=(source[0] + 1, source[1]),
+                                                                          kinds=("ok",))))
     mask = pick(data, "mask", broken, st.one_of(st.just(made["edit_mask"]), masks(source, batch, kinds=GOOD_MASKS)),
                 masks(source, batch, kinds=BAD_MASKS))
     geometry = pick(data, "geometry", broken, st.just(made["geometry"]), st.sampled_from([(), "geometry", None]))
@@ -312,7 +315,7 @@ def _conditioning_sizes(data):
 COND_MASKS = ("empty", "full", "rect", "soft", "bool", "nan", "inf", "b1hw", "other_size_same_aspect")
 
 
-@fuzz_settings(60)
+@fuzz_settings(80)
 @given(data=st.data())
 def test_lora_conditioning_node(node, kit, data):
     cls = node("ACEPlusLoraConditioning")
@@ -331,7 +334,7 @@ def test_lora_conditioning_node(node, kit, data):
         _check_conditioning(out, _hw_batch(pixels)[1], (hw[0] // 8 * 8, hw[1] // 8 * 8), noise_mask, 16)
 
 
-@fuzz_settings(60)
+@fuzz_settings(80)
 @given(data=st.data())
 def test_fft_conditioning_node(node, kit, data):
     cls = node("ACEPlusConditioning")
@@ -351,7 +354,7 @@ def test_fft_conditioning_node(node, kit, data):
         _check_conditioning(out, _hw_batch(uc)[1], (hw[0] // 8 * 8, hw[1] // 8 * 8), noise_mask, 32)
 
 
-@fuzz_settings(60)
+@fuzz_settings(80)
 @given(data=st.data())
 def test_canvas_conditioning_node(node, kit, data):
     made = data.draw(_made_canvas(node("ACEPlusCanvas")), "canvas")
@@ -365,7 +368,8 @@ def test_canvas_conditioning_node(node, kit, data):
     model = kit["models"][pick(data, "model", broken, st.just(right), st.sampled_from([wrong, "tiny_flux_dev",
                                                                                          "not_flux"]))]
     uc = pick(data, "uc_image", broken, st.just(made["uc"]),
-              st.one_of(images(hw=canvas_hw, kinds=BAD_IMAGES), images(max_side=40, kinds=("ok",))))
+              st.one_of(images(hw=canvas_hw, kinds=BAD_IMAGES), images(hw=(canvas_hw[0] + 16, canvas_hw[1]),
+                                                                       kinds=("ok",))))
     c = pick(data, "c_image", broken, st.just(made["c"]), images(hw=canvas_hw, kinds=BAD_IMAGES))
     mask = pick(data, "mask", broken, st.one_of(st.just(made["mask"]), masks(canvas_hw, batch, kinds=COND_MASKS)),
                 masks(canvas_hw, batch, kinds=("other_size", "batch_mismatch", "ndim_4_bad", "not_a_tensor")))
@@ -384,17 +388,26 @@ def test_canvas_conditioning_node(node, kit, data):
 # ==================================================================== model nodes
 
 
-@fuzz_settings(30)
+@fuzz_settings(40)
 @given(data=st.data())
 def test_model_patch_node(node, kit, data):
+    """Loaded models, and Fill clones whose img_in is object-patched to any width (as GGUF-style loaders do)."""
     cls = node("ACEPlusModelPatch")
-    name = data.draw(st.sampled_from(sorted(kit["models"])), "model")
-    out = TALLY.call("ACEPlusModelPatch", _names(cls), lambda: cls.execute(model=kit["models"][name]).result)
-    if name in ("tiny_flux_dev", "not_flux"):
+    name = data.draw(st.sampled_from(sorted(kit["models"]) + ["patched img_in"]), "model")
+    if name == "patched img_in":
+        features = data.draw(st.one_of(st.sampled_from([64, 384, 448]), st.integers(1, 1024)), "img_in features")
+        model = kit["models"]["tiny_flux_fill"].clone()
+        model.add_object_patch("diffusion_model.img_in", torch.nn.Linear(features, 4))
+        layout = {384: "fill", 448: "fft"}.get(features)
+    else:
+        model = kit["models"][name]
+        layout = {"tiny_flux_fill": "fill", "tiny_ace_plus_fft": "fft"}.get(name)
+    out = TALLY.call("ACEPlusModelPatch", _names(cls), lambda: cls.execute(model=model).result)
+    if layout is None:
         assert out is REFUSED
     else:
-        assert out[0] is not kit["models"][name]
-        assert out[0].model_options["ace_plus_layout"] == ("fill" if name == "tiny_flux_fill" else "fft")
+        assert out[0] is not model and out[0].model_options["ace_plus_layout"] == layout
+        assert "ace_plus_layout" not in model.model_options  # the input is untouched
 
 
 @pytest.fixture(scope="module")
@@ -452,7 +465,7 @@ def _bad_model_file(draw, garbage_dir, tiny_models):
     return path.name, kind
 
 
-@fuzz_settings(40)
+@fuzz_settings(60)
 @given(data=st.data())
 def test_lora_loader_node(node, kit, tiny_models, garbage_dir, data):
     cls = node("ACEPlusLoraLoader")
@@ -475,7 +488,7 @@ def test_lora_loader_node(node, kit, tiny_models, garbage_dir, data):
         assert not model.patches  # the input model is never patched
 
 
-@fuzz_settings(25)
+@fuzz_settings(30)
 @given(data=st.data())
 def test_fft_loader_node(node, tiny_models, garbage_dir, data):
     cls = node("ACEPlusLoader")
