@@ -366,6 +366,17 @@ def _lora_key_format(modules: list[str]) -> str:
     return "mixed"
 
 
+#: Fragments of the key names of every adapter format ComfyUI's LoRA loader reads (LoRA in its key layouts, LoHa,
+#: LoKr, GLoRA, OFT/BOFT, full diffs, set/reshape patches, DoRA scales).
+ADAPTER_KEY_MARKERS = ("lora", "hada_", "lokr_", ".diff", "oft_", ".alpha", "dora_scale", "reshape_weight",
+                       "set_weight", ".a1.", ".a2.", ".b1.", ".b2.", "w_norm", "b_norm")
+
+
+def has_adapter_keys(header: SafetensorsHeader) -> bool:
+    """Whether any tensor name looks like an adapter (LoRA, LoHa, LoKr, diff ...), not a full model's weight."""
+    return any(marker in key.lower() for key in header.tensors for marker in ADAPTER_KEY_MARKERS)
+
+
 def inspect_lora(header: SafetensorsHeader) -> LoraInfo:
     """Key format of a LoRA and the width its ``img_in`` adapter expects (384 Fill, 448 FFT)."""
     modules: dict[str, TensorInfo] = {}

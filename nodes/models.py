@@ -283,12 +283,12 @@ def apply_lora(patcher, lora_path: str, strength: float, input_name: str = "lora
     strength = check_strength(strength)
     header = mf.read_header(lora_path, input_name)
     info = mf.inspect_lora(header)
-    if info.modules == 0:
-        looks = mf.guess_architecture(header.tensors)
-        what = f"it looks like {looks}" if looks else f"its {len(header.tensors)} tensors have no LoRA key names"
+    if not mf.has_adapter_keys(header):  # e.g. a full model picked by mistake: refuse before loading gigabytes
+        looks = mf.guess_architecture(header.tensors) or mf.classify_diffusion_model(header).describe()
         raise ValueError(
-            f"{input_name}: {name} holds no LoRA weights (no lora_down/lora_A matrices; {what}). Select a LoRA file "
-            "(ACE++ LoRAs: comfyui_portrait_lora64, comfyui_subject_lora16, comfyui_local_lora16)."
+            f"{input_name}: {name} holds no LoRA weights (none of its {len(header.tensors)} tensors has a LoRA, LoHa, "
+            f"LoKr or diff key name; it looks like {looks}). Select a LoRA file (ACE++ LoRAs: "
+            "comfyui_portrait_lora64, comfyui_subject_lora16, comfyui_local_lora16)."
         )
     model_desc = describe_model(patcher)
     features = img_in_features(patcher)

@@ -278,8 +278,9 @@ def test_fft_loader_refuses_other_formats(comfy_host, bad_model_dir, unet, messa
     ("lora_truncated.safetensors", 0.0, r"lora_name: lora_truncated.safetensors is truncated"),
     ("lora_nan.safetensors", 1.0, r"lora_name: lora_nan.safetensors is corrupt: 1 tensor\(s\) hold NaN or infinite "
                                   r"values .*download or copy the LoRA again"),
-    ("fft_as_lora.safetensors", 1.0, r"lora_name: fft_as_lora.safetensors holds no LoRA weights \(no "
-                                     r"lora_down/lora_A matrices; its \d+ tensors have no LoRA key names\)"),
+    ("fft_as_lora.safetensors", 1.0, r"lora_name: fft_as_lora.safetensors holds no LoRA weights \(none of its \d+ "
+                                     r"tensors has a LoRA, LoHa, LoKr or diff key name; it looks like "
+                                     r"fft_as_lora.safetensors: ACE\+\+ FFT \(img_in 448"),
     ("lora_pickle.pt", 0.0, r"lora_name: lora_pickle.pt is a pickle file"),
     ("tiny_fill_lora_peft.safetensors", math.nan, r"strength_model .* must be a finite number|strength_model must be"),
 ])
@@ -290,6 +291,19 @@ def test_lora_loader_names_bad_files_and_values(comfy_host, tiny_models, bad_mod
     with pytest.raises(ValueError, match=message):
         comfy_host.node_class_mappings["ACEPlusLoraLoader"].execute(model, lora, strength)
     assert not model.patches
+
+
+def test_other_adapter_formats_are_not_refused_early(tiny_models, tmp_path, models_module):
+    """A full-weight diff (one of ComfyUI's non-LoRA adapter formats) passes the early "no LoRA weights" check."""
+    import comfy.sd
+    from safetensors.torch import save_file
+
+    model = comfy.sd.load_diffusion_model(str(tiny_models["tiny_flux_fill"]))
+    weight = model.model.state_dict()["diffusion_model.img_in.weight"]
+    path = tmp_path / "diff_adapter.safetensors"
+    save_file({"diffusion_model.img_in.diff": torch.full_like(weight, 0.01)}, str(path))
+    patched = models_module.apply_lora(model, str(path), 1.0, "lora_name")
+    assert "diffusion_model.img_in.weight" in patched.patches and not model.patches
 
 
 # ==================================================================== offline graph
