@@ -11,7 +11,8 @@ canvas::
 Pipeline (per batch item; every edit image in a batch gets its own canvas):
 
 1. **Inputs.** ComfyUI tensors: IMAGE ``[B, H, W, C]`` float in [0, 1] (``[H, W, C]`` is a batch of one; 1 or 4
-   channels are accepted, alpha is dropped), MASK ``[B, H, W]``. The batch size is the edit image's (without an
+   channels are accepted, alpha is dropped; NaN/inf pixels are a ``ValueError``, values outside [0, 1] are clamped:
+   :mod:`.validate`), MASK ``[B, H, W]``. The batch size is the edit image's (without an
    edit image, the reference's). A reference, mask or guidance of batch 1 is used for every item; other
    mismatches are a ``ValueError`` (see :mod:`.masks`).
 2. **Mask.** Binarized at 0.5; an all-zero mask (ComfyUI's ``LoadImage`` gives a 64x64 one for images without

@@ -55,11 +55,6 @@ IMAGE_CHANNELS = (1, 3, 4)
 MAX_SIDE = 16384
 
 
-def _shape(x: Any) -> str:
-    shape = getattr(x, "shape", None)
-    return str(tuple(shape)) if shape is not None else type(x).__name__
-
-
 def _nonfinite_message(x: torch.Tensor, name: str, what: str) -> str:
     nan = int(torch.isnan(x).sum())
     inf = int(torch.isinf(x).sum())
