@@ -106,6 +106,7 @@ __all__ = [
     "OfficialResult",
     "aspect_crop_box",
     "build_canvas",
+    "check_canvas_options",
     "official_processor",
 ]
 
@@ -216,15 +217,10 @@ def build_canvas(
     Raises:
         ValueError: bad input (the message names the input and the fix).
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if fit not in FITS:
         raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
-    if reference_mode not in REFERENCE_MODES:
-        raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {reference_mode!r}")
-    budget = _check_budget(max_image_tokens, budget_name)
-    if reference_mode == "keep_pixels_pad":
-        keep_pixels_rate = _check_keep_pixels_rate(keep_pixels_rate)
+    budget, keep_pixels_rate = check_canvas_options(layout, reference_mode, max_image_tokens, keep_pixels_rate,
+                                                    budget_name)
 
     prepared = _prepare(
         task, reference_image, edit_image, edit_mask, guidance, height, width, control.check_options(control_options),
@@ -322,6 +318,21 @@ def aspect_crop_box(height: int, width: int, max_aspect: int = MAX_ASPECT_RATIO)
 
 
 # ==================================================================== validation helpers
+
+
+def check_canvas_options(
+    layout: str, reference_mode: str, max_image_tokens: float, keep_pixels_rate: float | None,
+    budget_name: str = "max_image_tokens",
+) -> tuple[float, float | None]:
+    """Check the layout, reference mode, budget and keep_pixels_rate of a canvas; returns (budget, rate)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if reference_mode not in REFERENCE_MODES:
+        raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {reference_mode!r}")
+    budget = _check_budget(max_image_tokens, budget_name)
+    if reference_mode == "keep_pixels_pad":
+        keep_pixels_rate = _check_keep_pixels_rate(keep_pixels_rate)
+    return budget, keep_pixels_rate
 
 
 def _check_budget(value: float, name: str) -> float:

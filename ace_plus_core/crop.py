@@ -33,11 +33,10 @@ from .canvas import (
     GUIDED_TASKS,
     MAX_ASPECT_RATIO,
     CanvasResult,
-    _check_budget,
-    _check_keep_pixels_rate,
+    check_canvas_options,
     build_canvas,
 )
-from .geometry import LAYOUTS, REFERENCE_MODES, plan_exact
+from .geometry import plan_exact
 from .masks import broadcast_batch, normalize_mask
 from .resize import resize_bilinear_aa
 
@@ -149,15 +148,9 @@ def build_canvas_around_mask(
     if edit_image is None:
         raise ValueError("edit_image is required to crop around the mask; disconnect crop_to_mask for reference-only")
     # Checks first (cheap), before any full-size work.
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if task not in ALL_TASKS:
         raise ValueError(f"task must be one of {ALL_TASKS}, got {task!r}")
-    if reference_mode not in REFERENCE_MODES:
-        raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {reference_mode!r}")
-    if reference_mode == "keep_pixels_pad":
-        keep_pixels_rate = _check_keep_pixels_rate(keep_pixels_rate)
-    _check_budget(max_image_tokens, "max_image_tokens")
+    _, keep_pixels_rate = check_canvas_options(layout, reference_mode, max_image_tokens, keep_pixels_rate)
     image = validate.check_image(edit_image, "edit_image")
     reference_image = validate.check_image(reference_image, "reference_image", optional=True)
     guidance = validate.check_image(guidance, guidance_name, optional=True)

@@ -34,7 +34,7 @@ from . import validate
 from .geometry import CanvasGeometry, canvas_to_crop, check_geometries
 from .masks import normalize_mask
 
-__all__ = ["BAND_ROWS", "blend_weight", "stitch"]
+__all__ = ["BAND_ROWS", "blend_weight", "cut_back", "stitch"]
 
 #: Rows of the box blended at a time (bounds the temporaries of the blend).
 BAND_ROWS = 512
@@ -121,6 +121,30 @@ def _color_transform(gen: torch.Tensor, orig_box: torch.Tensor, weight_of) -> tu
     return g_mean.to(gen.dtype), ratio.to(gen.dtype), o_mean.to(gen.dtype)
 
 
+def _check_decoded(decoded, geometry) -> tuple[torch.Tensor, tuple[CanvasGeometry, ...]]:
+    """The decoded canvas batch and its geometry (one per item), checked against each other."""
+    geometry = check_geometries(geometry, "geometry")
+    decoded = validate.check_image(decoded, "image")
+    if decoded.shape[0] != len(geometry):
+        raise ValueError(
+            f"image has a batch of {decoded.shape[0]} but geometry describes {len(geometry)} canvases; decode the "
+            "latent sampled from the same ACE++ Canvas."
+        )
+    return decoded, geometry
+
+
+def cut_back(decoded: torch.Tensor, geometry: tuple[CanvasGeometry, ...]) -> torch.Tensor:
+    """Each item's generated area at its size in the source (``[B, crop_h, crop_w, 3]``), no blending.
+
+    Error messages call the inputs by the ACE++ Cut Back node's names (``image``, ``geometry``).
+    """
+    decoded, geometry = _check_decoded(decoded, geometry)
+    parts = [validate.rgb(canvas_to_crop(decoded[i : i + 1], g, name="image")) for i, g in enumerate(geometry)]
+    if len({p.shape for p in parts}) != 1:
+        raise ValueError("geometry: the batch items were cut back to different sizes; run them one at a time")
+    return torch.cat(parts)
+
+
 def stitch(
     decoded: torch.Tensor,
     geometry: tuple[CanvasGeometry, ...],
@@ -140,19 +164,10 @@ def stitch(
     feather_px = _check_px(feather_px, "feather_px")
     if not isinstance(color_match, bool):
         raise ValueError(f"color_match must be True or False, got {color_match!r}")
-    geometry = check_geometries(geometry, "geometry")
-    decoded = validate.check_image(decoded, "image")
-    if decoded.shape[0] != len(geometry):
-        raise ValueError(
-            f"image has a batch of {decoded.shape[0]} but geometry describes {len(geometry)} canvases; decode the "
-            "latent sampled from the same ACE++ Canvas."
-        )
+    decoded, geometry = _check_decoded(decoded, geometry)
     kinds = {g.reference_only for g in geometry}
     if kinds == {True}:
-        parts = [validate.rgb(canvas_to_crop(decoded[i : i + 1], g, name="image")) for i, g in enumerate(geometry)]
-        if len({p.shape for p in parts}) != 1:
-            raise ValueError("geometry describes generated areas of different sizes; stitch them one at a time")
-        return torch.cat(parts)
+        return cut_back(decoded, geometry)
     if len(kinds) != 1:
         raise ValueError("geometry mixes reference-only and edit canvases; connect the geometry of one ACE++ Canvas")
     if original is None:

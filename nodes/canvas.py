@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import canvas as core
-from ..ace_plus_core import control, stitch, validate
+from ..ace_plus_core import control, stitch
 from ..ace_plus_core.crop import ContextSpec, build_canvas_around_mask
-from ..ace_plus_core.geometry import canvas_to_crop, check_geometries
 from .common import CANVAS_TASK_TOOLTIP, CATEGORY, Geometry, check_widgets, widget_message
 
 REFERENCE_MODES = ("auto", "resize_to_height", "keep_pixels_pad")
@@ -173,17 +171,7 @@ class ACEPlusCutBack(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, geometry) -> io.NodeOutput:
-        geometry = check_geometries(geometry, "geometry")
-        image = validate.check_image(image, "image")
-        if image.shape[0] != len(geometry):
-            raise ValueError(
-                f"image has a batch of {image.shape[0]} but geometry describes {len(geometry)} canvases; decode the "
-                "latent made from the same ACE++ Canvas."
-            )
-        parts = [validate.rgb(canvas_to_crop(image[i : i + 1], g, name="image")) for i, g in enumerate(geometry)]
-        if len({p.shape for p in parts}) != 1:
-            raise ValueError("geometry: the batch items were cut back to different sizes; run them one at a time")
-        return io.NodeOutput(torch.cat(parts, dim=0))
+        return io.NodeOutput(stitch.cut_back(image, geometry))
 
 
 class ACEPlusStitch(io.ComfyNode):

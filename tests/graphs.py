@@ -53,3 +53,11 @@ def clip_l_text(g: Graph, text: str, guidance: float = 30.0):
     clip = g.add("CLIPLoader", clip_name="clip_l_random.safetensors", type="stable_diffusion")
     cond = g.add("CLIPTextEncode", text=text, clip=clip[0])
     return g.add("FluxGuidance", conditioning=cond[0], guidance=guidance)
+
+
+def tiny_loaders(g: Graph, unet: str, text: str):
+    """The loaders of a tiny-model graph: UNETLoader(unet), the real CLIP-L text path, the tiny 16-channel VAE."""
+    model = g.add("UNETLoader", unet_name=unet, weight_dtype="default")
+    cond = clip_l_text(g, text)
+    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    return model, cond, vae

@@ -8,7 +8,7 @@ import socket
 import numpy as np
 import pytest
 import torch
-from graphs import Graph, clip_l_text, sampler
+from graphs import Graph, sampler, tiny_loaders
 from PIL import Image
 
 from ace_plus_core import control
@@ -109,9 +109,7 @@ def test_every_task_runs_in_a_graph_with_sockets_blocked(comfy_host, images, pro
 def test_contour_with_an_external_control_image_runs_end_to_end(comfy_host, tiny_models, images, probe,
                                                                  no_network):
     g = Graph()
-    model = g.add("UNETLoader", unet_name="tiny_flux_fill.safetensors", weight_dtype="default")
-    text = clip_l_text(g, "a house drawn from these lines")
-    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    model, text, vae = tiny_loaders(g, "tiny_flux_fill.safetensors", "a house drawn from these lines")
     edit = g.add("LoadImage", image=images["edit"])
     lines = g.add("LoadImage", image=images["lines"])  # stands in for any lineart preprocessor node
     cv = g.add("ACEPlusCanvas", layout="lora", task="contour_repainting", reference_mode="auto",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from graphs import Graph, clip_l_text, sampler
+from graphs import Graph, clip_l_text, sampler, tiny_loaders
 from PIL import Image
 
 W, H = 96, 80  # non-square, multiples of 8 (InpaintModelConditioning crops to 8)
@@ -69,9 +69,7 @@ def test_fft_layout_graph_end_to_end(comfy_host, probe, tiny_models, input_image
     uc = input_image("fft_uc.png", W, H, HOLE, seed=1)
     c = input_image("fft_c.png", W, H, None, seed=2)
     g = Graph()
-    model = g.add("UNETLoader", unet_name="tiny_ace_plus_fft.safetensors", weight_dtype="default")
-    text = clip_l_text(g, "a cat wearing a hat")
-    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    model, text, vae = tiny_loaders(g, "tiny_ace_plus_fft.safetensors", "a cat wearing a hat")
     uc_img = g.add("LoadImage", image=uc)
     c_img = g.add("LoadImage", image=c)
     cond = g.add("ACEPlusConditioning", positive=text[0], negative=text[0], vae=vae[0], ucpixels=uc_img[0],

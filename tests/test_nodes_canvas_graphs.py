@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from graphs import Graph, clip_l_text, sampler
+from graphs import Graph, sampler, tiny_loaders
 from PIL import Image
 
 from tools_images import solid_png
@@ -20,9 +20,7 @@ def probe(comfy_host):
 def _official_lora_graph(ref: str, edit: str, *, max_seq_length: int = 1024) -> tuple[dict, dict]:
     """The official LoRA reference-editing wiring (MaskPreview+ dropped), tiny models in place of real ones."""
     g = Graph()
-    model = g.add("UNETLoader", unet_name="tiny_flux_fill.safetensors", weight_dtype="default")
-    text = clip_l_text(g, "The logo is printed on the headphones.")
-    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    model, text, vae = tiny_loaders(g, "tiny_flux_fill.safetensors", "The logo is printed on the headphones.")
     ref_img = g.add("LoadImage", image=ref)
     edit_img = g.add("LoadImage", image=edit)
     proc = g.add("ACEPlusLoraProcessor", use_reference=True, height=1024, width=1024, task_type="repainting",
@@ -64,9 +62,7 @@ def test_fft_processor_and_conditioning_run(comfy_host, tiny_models, probe):
     ref = solid_png(comfy_host.input_dir / "fft_ref.png", 160, 240, (0, 255, 0))
     edit = solid_png(comfy_host.input_dir / "fft_edit.png", 300, 200, (0, 0, 255), hole=(40, 50, 100, 80))
     g = Graph()
-    model = g.add("UNETLoader", unet_name="tiny_ace_plus_fft.safetensors", weight_dtype="default")
-    text = clip_l_text(g, "Maintain the facial features, a person in a red coat.")
-    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    model, text, vae = tiny_loaders(g, "tiny_ace_plus_fft.safetensors", "Maintain the facial features, a person in a red coat.")
     ref_img = g.add("LoadImage", image=ref)
     edit_img = g.add("LoadImage", image=edit)
     proc = g.add("ACEPlusFFTProcessor", use_reference=True, height=1024, width=1024, task_type="repainting",
@@ -90,9 +86,7 @@ def test_canvas_node_and_cut_back_return_the_edit_size(comfy_host, tiny_models, 
     ref = solid_png(comfy_host.input_dir / "cv_ref.png", 120, 150, (255, 255, 0))
     edit = solid_png(comfy_host.input_dir / "cv_edit.png", 181, 143, (0, 128, 255), hole=(30, 40, 60, 70))
     g = Graph()
-    model = g.add("UNETLoader", unet_name="tiny_flux_fill.safetensors", weight_dtype="default")
-    text = clip_l_text(g, "a yellow star")
-    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    model, text, vae = tiny_loaders(g, "tiny_flux_fill.safetensors", "a yellow star")
     ref_img = g.add("LoadImage", image=ref)
     edit_img = g.add("LoadImage", image=edit)
     cv = g.add("ACEPlusCanvas", layout="lora", task="repainting", reference_mode="auto", max_image_tokens=4096,
@@ -152,9 +146,7 @@ def test_aspect_beyond_4_to_1_runs_instead_of_crashing(comfy_host, tiny_models, 
 
 def _canvas_conditioning_graph(unet: str, layout: str, edit: str, ref: str) -> dict:
     g = Graph()
-    model = g.add("UNETLoader", unet_name=unet, weight_dtype="default")
-    text = clip_l_text(g, "a red hat")
-    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    model, text, vae = tiny_loaders(g, unet, "a red hat")
     ref_img = g.add("LoadImage", image=ref)
     edit_img = g.add("LoadImage", image=edit)
     cv = g.add("ACEPlusCanvas", layout=layout, task="repainting", reference_mode="auto", max_image_tokens=1024,
@@ -203,9 +195,7 @@ def test_crop_to_mask_and_stitch_return_the_full_photo_with_unmasked_pixels_unto
     edit = noise_png(comfy_host.input_dir / "big_photo.png", 1000, 750, hole=hole, seed=3)
     ref = solid_png(comfy_host.input_dir / "st_ref.png", 120, 160, (250, 200, 10))
     g = Graph()
-    model = g.add("UNETLoader", unet_name="tiny_flux_fill.safetensors", weight_dtype="default")
-    text = clip_l_text(g, "a golden badge")
-    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    model, text, vae = tiny_loaders(g, "tiny_flux_fill.safetensors", "a golden badge")
     ref_img = g.add("LoadImage", image=ref)
     edit_img = g.add("LoadImage", image=edit)
     cv = g.add("ACEPlusCanvas", layout="lora", task="repainting", reference_mode="auto", max_image_tokens=1024,
