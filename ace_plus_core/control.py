@@ -119,6 +119,20 @@ def _check_threshold(value, name: str) -> float:
     return float(value)
 
 
+def check_canny_thresholds(
+    low_threshold: float, high_threshold: float, names: tuple[str, str] = ("canny low_threshold", "high_threshold")
+) -> tuple[float, float]:
+    """Both thresholds valid and ``low <= high``; ``names``: how messages call them (the node's widget names)."""
+    low = _check_threshold(low_threshold, names[0])
+    high = _check_threshold(high_threshold, names[1])
+    if low > high:
+        raise ValueError(
+            f"{names[0]} ({low:g}) must not exceed {names[1]} ({high:g}); swap them (official "
+            f"{DEFAULT_CANNY_LOW} / {DEFAULT_CANNY_HIGH})."
+        )
+    return low, high
+
+
 # ==================================================================== the derived tasks
 
 
@@ -162,13 +176,7 @@ def canny_repainting(
     Thresholds are on OpenCV's scale (L1 magnitude of the 3x3 Sobel of 0-255 values, at most 2040). See the
     module docstring for every step.
     """
-    low = _check_threshold(low_threshold, "canny low_threshold")
-    high = _check_threshold(high_threshold, "canny high_threshold")
-    if low > high:
-        raise ValueError(
-            f"canny low_threshold ({low:g}) must not exceed high_threshold ({high:g}); swap them (official "
-            f"{DEFAULT_CANNY_LOW} / {DEFAULT_CANNY_HIGH})."
-        )
+    low, high = check_canny_thresholds(low_threshold, high_threshold)
     x, dtype = _image(image)
     # 8-bit levels as the official annotator sees them; small integers stay exact in float32 through the Sobel.
     q = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.float32).permute(0, 3, 1, 2)  # [B, C, H, W]

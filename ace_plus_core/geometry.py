@@ -165,6 +165,18 @@ def check_geometries(geometry: Any, name: str = "geometry") -> tuple[CanvasGeome
     return tuple(geometry)
 
 
+def check_canvas_images(geometry: tuple[CanvasGeometry, ...], **images: Any) -> None:
+    """Each IMAGE in ``images`` (name -> tensor) has one item per geometry and the canvas size it describes."""
+    g = geometry[0]
+    for name, image in images.items():
+        image = validate.check_image(image, name)
+        if image.shape[0] != len(geometry) or (image.shape[1], image.shape[2]) != (g.canvas_h, g.canvas_w):
+            raise ValueError(
+                f"{name} is {image.shape[2]}x{image.shape[1]} (batch {image.shape[0]}) but geometry describes "
+                f"{len(geometry)} canvas(es) of {g.canvas_w}x{g.canvas_h}; connect both from the same ACE++ Canvas."
+            )
+
+
 def canvas_to_crop(
     canvas: torch.Tensor, geometry: CanvasGeometry, *, is_mask: bool = False, name: str = "canvas"
 ) -> torch.Tensor:

@@ -402,3 +402,22 @@ def inspect_lora(header: SafetensorsHeader) -> LoraInfo:
     elif names and not any(s in m for m in names for s in flux):
         looks_like = "a LoRA for another architecture"
     return LoraInfo(header.name, _lora_key_format(names), len(modules), img_in, looks_like)
+
+
+#: The canvas layout (ACE++ Canvas ``layout``) each usable model layout needs: the LoRAs run on Fill.
+CANVAS_LAYOUT_FOR_MODEL = {LAYOUT_FILL: "lora", LAYOUT_FFT: "fft"}
+
+
+def check_canvas_fits_model(model_layout: str, canvas_layouts: Iterable[str]) -> str:
+    """The canvas layout ``model_layout`` needs; ``ValueError`` naming both when the canvas was built otherwise
+    (instead of the sampler's "mat1 and mat2 shapes cannot be multiplied")."""
+    wanted = CANVAS_LAYOUT_FOR_MODEL[model_layout]
+    got = set(canvas_layouts)
+    if got != {wanted}:
+        shown = "/".join(sorted(got))
+        other = "ACE++ FFT model" if shown == "fft" else "FLUX.1-Fill model with an ACE++ LoRA"
+        raise ValueError(
+            f"model is {LAYOUT_NAMES[model_layout]} but the connected canvas was built with layout '{shown}'; "
+            f"set ACE++ Canvas layout to '{wanted}', or connect the {other} instead."
+        )
+    return wanted

@@ -101,11 +101,12 @@ class ACEPlusCanvas(io.ComfyNode):
 
     @staticmethod
     def _check_canny_order(canny_low_threshold=None, canny_high_threshold=None, **_) -> None:
-        low = control.DEFAULT_CANNY_LOW if canny_low_threshold is None else canny_low_threshold
-        high = control.DEFAULT_CANNY_HIGH if canny_high_threshold is None else canny_high_threshold
-        if low > high:
-            raise ValueError(f"canny_low_threshold ({low}) must not exceed canny_high_threshold ({high}); swap them "
-                             "(official 100 / 200).")
+        """The core's threshold rule, under the widget names (unset/linked values count as the defaults)."""
+        control.check_canny_thresholds(
+            control.DEFAULT_CANNY_LOW if canny_low_threshold is None else canny_low_threshold,
+            control.DEFAULT_CANNY_HIGH if canny_high_threshold is None else canny_high_threshold,
+            ("canny_low_threshold", "canny_high_threshold"),
+        )
 
     @classmethod
     def validate_inputs(cls, max_image_tokens=None, keep_pixels_rate=None, width=None, height=None,

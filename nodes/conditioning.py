@@ -8,7 +8,7 @@ from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import inpaint, validate
 from ..ace_plus_core import model_files as mf
-from ..ace_plus_core.geometry import check_geometries
+from ..ace_plus_core.geometry import check_canvas_images, check_geometries
 from .common import CATEGORY, Geometry
 from .models import prepare_flux
 
@@ -126,10 +126,6 @@ class ACEPlusLoraConditioning(io.ComfyNode):
         return io.NodeOutput(pos, neg, _latent(latent, mask4, noise_mask))
 
 
-# The canvas layout each model layout needs (ACE++ Canvas names the Fill layout "lora": the LoRAs run on Fill).
-_CANVAS_LAYOUT_FOR_MODEL = {mf.LAYOUT_FILL: "lora", mf.LAYOUT_FFT: "fft"}
-
-
 class ACEPlusCanvasConditioning(io.ComfyNode):
     """Builds the conditioning layout the connected model needs from an ACE++ Canvas, and refuses a mismatch."""
 
@@ -170,26 +166,10 @@ class ACEPlusCanvasConditioning(io.ComfyNode):
                 noise_mask=True) -> io.NodeOutput:
         # Cheap checks of every tensor first (no VAE work, no model clone before they pass).
         geometry = check_geometries(geometry, "geometry")
-        for name, image in (("uc_image", uc_image), ("c_image", c_image)):
-            image = validate.check_image(image, name)
-            g = geometry[0]
-            if image.shape[0] != len(geometry) or (image.shape[1], image.shape[2]) != (g.canvas_h, g.canvas_w):
-                raise ValueError(
-                    f"{name} is {image.shape[2]}x{image.shape[1]} (batch {image.shape[0]}) but geometry describes "
-                    f"{len(geometry)} canvas(es) of {g.canvas_w}x{g.canvas_h}; connect both from the same ACE++ Canvas."
-                )
+        check_canvas_images(geometry, uc_image=uc_image, c_image=c_image)
         validate.check_mask(mask, "mask")
         prepared = prepare_flux(model, "model")
-        model_layout = prepared.model_options["ace_plus_layout"]
-        wanted = _CANVAS_LAYOUT_FOR_MODEL[model_layout]
-        canvas_layouts = {g.layout for g in geometry}
-        if canvas_layouts != {wanted}:
-            got = "/".join(sorted(canvas_layouts))
-            raise ValueError(
-                f"model is {mf.LAYOUT_NAMES[model_layout]} but the connected canvas was built with layout '{got}'; "
-                f"set ACE++ Canvas layout to '{wanted}', or connect the "
-                f"{'ACE++ FFT model' if got == 'fft' else 'FLUX.1-Fill model with an ACE++ LoRA'} instead."
-            )
+        wanted = mf.check_canvas_fits_model(prepared.model_options["ace_plus_layout"], (g.layout for g in geometry))
         if wanted == "fft":
             values, latent, mask4 = encode_fft(vae, uc_image, c_image, mask, ("uc_image", "c_image", "mask"))
         else:
