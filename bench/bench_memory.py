@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "BENCHMARKS.md"
@@ -96,14 +97,7 @@ def child(args) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
         ram = f", {mem / 2**30:.0f} GiB RAM"
