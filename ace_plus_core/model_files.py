@@ -1,20 +1,15 @@
-"""Inspecting model files without loading them: safetensors headers, Flux layouts, LoRA adapters (pure Python).
+"""Inspecting model files without loading them: safetensors headers, Flux layouts, LoRA adapters.
 
-A safetensors file is ``u64 little-endian N`` + ``N`` bytes of JSON (tensor name -> dtype, shape, data offsets
-into the data section, plus an optional ``__metadata__`` string map) + the data section. :func:`read_header`
-parses that by hand, reading at most the header, and reports truncated or corrupt files with a message that
-says what is wrong and what to do, before any loader touches the tensors.
-
-:func:`classify_diffusion_model` tells the Flux layouts apart by the width of ``img_in`` (features per 2x2
-latent patch): 64 FLUX.1-dev, 384 FLUX.1-Fill (what ACE++ LoRAs patch), 448 ACE++ FFT.
-:func:`inspect_lora` tells which width an ACE++ LoRA's ``img_in`` adapter expects and in which key format it is.
-
-Never imports ComfyUI or torch.
+:func:`read_header` reads a header through ``safetensors.safe_open`` (no tensor data) and turns a refusal into a
+message saying what is wrong and what to do. :func:`classify_diffusion_model` tells the Flux layouts apart by the
+width of ``img_in`` (64 FLUX.1-dev, 384 FLUX.1-Fill, 448 ACE++ FFT); :func:`inspect_lora` tells which width a
+LoRA's ``img_in`` adapter expects and its key format. Never imports ComfyUI.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from collections import Counter
@@ -22,67 +17,49 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# safetensors' own limit on the JSON header (its Rust reader refuses larger ones).
+from safetensors import SafetensorError, safe_open
+
+# safetensors' own limit on the JSON header (its reader refuses larger ones).
 MAX_HEADER_BYTES = 100_000_000
 
 PICKLE_EXTENSIONS = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pt2")
 SAFETENSORS_EXTENSIONS = (".safetensors", ".sft")
+# How a PyTorch zip (torch.save) or a pickle of protocol 2-5 starts.
+PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 # Bytes per element of every safetensors dtype whose size is a whole number of bytes.
-DTYPE_BYTES = {
-    "BOOL": 1,
-    "U8": 1,
-    "I8": 1,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "F8_E8M0": 1,
-    "I16": 2,
-    "U16": 2,
-    "F16": 2,
-    "BF16": 2,
-    "I32": 4,
-    "U32": 4,
-    "F32": 4,
-    "F64": 8,
-    "I64": 8,
-    "U64": 8,
-}
-FP8_DTYPES = frozenset({"F8_E4M3", "F8_E5M2", "F8_E8M0"})
+DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
+               "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
 
 # Flux layouts by img_in width (in_channels x 2 x 2).
 LAYOUT_DEV = "dev"
 LAYOUT_FILL = "fill"
 LAYOUT_FFT = "fft"
-IMG_IN_FEATURES = {LAYOUT_DEV: 64, LAYOUT_FILL: 384, LAYOUT_FFT: 448}
-LAYOUT_BY_FEATURES = {v: k for k, v in IMG_IN_FEATURES.items()}
+LAYOUT_BY_FEATURES = {64: LAYOUT_DEV, 384: LAYOUT_FILL, 448: LAYOUT_FFT}
 LAYOUT_NAMES = {
     LAYOUT_DEV: "FLUX.1-dev (img_in 64: noise only, no image conditioning)",
     LAYOUT_FILL: "FLUX.1-Fill (img_in 384: noise | image latent | mask)",
     LAYOUT_FFT: "ACE++ FFT (img_in 448: noise | UC latent | C latent | mask)",
 }
 
-# Prefixes under which a checkpoint or a converted file keeps the diffusion model.
-MODEL_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "")
-_IMG_IN_NAMES = ("img_in.weight", "x_embedder.weight")  # ComfyUI/BFL layout, diffusers layout
+# Where a checkpoint, a diffusion-model file or a diffusers file keeps img_in.
+_IMG_IN_KEYS = tuple(p + n for p in ("model.diffusion_model.", "diffusion_model.", "")
+                     for n in ("img_in.weight", "x_embedder.weight"))
 
 
-# --------------------------------------------------------------------------------------------------
-# safetensors header
-# --------------------------------------------------------------------------------------------------
+# --- safetensors header -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TensorInfo:
-    dtype: str
+    dtype: str  # safetensors' name: "F32", "BF16", "F8_E4M3" ...
     shape: tuple[int, ...]
-    data_offsets: tuple[int, int]
 
 
 @dataclass(frozen=True)
 class SafetensorsHeader:
     path: str
     file_size: int
-    header_size: int
     tensors: Mapping[str, TensorInfo]
     metadata: Mapping[str, str] = field(default_factory=dict)
 
@@ -94,25 +71,20 @@ class SafetensorsHeader:
         """safetensors dtype -> number of elements stored in it."""
         counts: Counter = Counter()
         for t in self.tensors.values():
-            counts[t.dtype] += _numel(t.shape)
+            counts[t.dtype] += math.prod(t.shape)
         return dict(counts)
 
 
-def _numel(shape: Iterable[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
+def _pickle_refusal(name: str, input_name: str, why: str) -> str:
+    return (f"{input_name}: {name} is a pickle file ({why}); pickle files can run code; convert to .safetensors "
+            "(or download the .safetensors release) and select that file instead.")
 
 
 def check_not_pickle(path: str | os.PathLike, input_name: str = "file") -> None:
     """Refuse pickle-based formats by extension: loading them can run arbitrary code."""
     name = os.path.basename(str(path))
     if name.lower().endswith(PICKLE_EXTENSIONS):
-        raise ValueError(
-            f"{input_name}: {name} is a pickle file ({os.path.splitext(name)[1]}); pickle files can run code; "
-            "convert to .safetensors (or download the .safetensors release) and select that file instead."
-        )
+        raise ValueError(_pickle_refusal(name, input_name, os.path.splitext(name)[1]))
 
 
 def check_safetensors_name(path: str | os.PathLike, input_name: str = "file") -> None:
@@ -128,93 +100,87 @@ def check_safetensors_name(path: str | os.PathLike, input_name: str = "file") ->
         )
 
 
-def read_header(
-    path: str | os.PathLike, input_name: str = "file", max_header_bytes: int = MAX_HEADER_BYTES
-) -> SafetensorsHeader:
-    """Parse a safetensors header (reads 8 + N bytes, never the tensors) and check it against the file size.
+def read_header(path: str | os.PathLike, input_name: str = "file") -> SafetensorsHeader:
+    """Names, dtypes and shapes of a safetensors file's tensors, read by ``safe_open`` (which reads no tensor
+    data and refuses a file its header does not describe exactly, e.g. a truncated one).
 
-    Raises a plain ``ValueError`` (ComfyUI shows its type and message) naming the input, the file, the problem
-    and the fix, for pickle extensions, files shorter than their header, headers that are not JSON (not a
-    safetensors file), malformed entries, and tensors whose data lies beyond the end of the file (an interrupted
-    download).
+    Raises a ``ValueError`` naming the input, the file, the problem and the fix for pickle files (by extension, or
+    by their first bytes when renamed), truncated files, corrupt headers and unreadable paths.
     """
     check_not_pickle(path, input_name)
     p = Path(path)
-    name = p.name
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}
+            tensors = {k: TensorInfo(s.get_dtype(), tuple(s.get_shape())) for k, s in slices.items()}
+            metadata = f.metadata() or {}
+        file_size = p.stat().st_size
+    except (SafetensorError, OSError) as e:
+        raise ValueError(_refusal(p, input_name, e)) from e
+    return SafetensorsHeader(str(p), file_size, tensors, metadata)
+
+
+def _refusal(p: Path, input_name: str, error: Exception) -> str:
+    """What is wrong with a file ``safe_open`` refused, found by reading its length prefix and JSON header."""
+    name = f"{input_name}: {p.name}"
     redownload = "the file is truncated or corrupt: download or copy it again"
     try:
-        file_size = p.stat().st_size
+        size = p.stat().st_size
         with open(p, "rb") as fh:
             head = fh.read(8)
-            if len(head) < 8:
-                raise ValueError(
-                    f"{input_name}: {name} is {file_size} bytes, shorter than the 8-byte length that starts a "
-                    f"safetensors file; {redownload}."
-                )
-            (n,) = struct.unpack("<Q", head)
-            if n > max_header_bytes:
-                raise ValueError(
-                    f"{input_name}: {name} does not start like a safetensors file (it announces a "
-                    f"{n}-byte header, more than the {max_header_bytes} allowed); it is corrupt or another "
-                    "format (.ckpt/.pt/.gguf renamed?). Use a .safetensors file."
-                )
-            if 8 + n > file_size:
-                raise ValueError(
-                    f"{input_name}: {name} is {file_size} bytes but its header alone needs {8 + n}; {redownload}."
-                )
-            raw = fh.read(n)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+            raw = fh.read(n) if n is not None and n <= MAX_HEADER_BYTES and 8 + n <= size else None
     except OSError as e:
-        raise ValueError(f"{input_name}: cannot read {name}: {e}") from e
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ValueError(
-            f"{input_name}: {name} has a header that is not JSON ({e.__class__.__name__}); it is not a "
-            f"safetensors file or {redownload}."
-        ) from e
+        return f"{input_name}: cannot read {p.name}: {e}"
+    framing, header = None, None
+    if n is None:
+        framing = f"is {size} bytes, shorter than the 8-byte length that starts a safetensors file; {redownload}."
+    elif n > MAX_HEADER_BYTES:
+        framing = (f"does not start like a safetensors file (it announces a {n}-byte header, more than the "
+                   f"{MAX_HEADER_BYTES} allowed); it is corrupt or another format (.gguf renamed?). Use a "
+                   ".safetensors file.")
+    elif raw is None:
+        framing = f"is {size} bytes but its header alone needs {8 + n}; {redownload}."
+    else:
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except ValueError as e:
+            framing = (f"has a header that is not JSON ({e.__class__.__name__}); it is not a safetensors file or "
+                       f"{redownload}.")
+    if framing:
+        if head.startswith(PICKLE_MAGIC):
+            return _pickle_refusal(p.name, input_name, "it starts like a PyTorch zip or pickle: a renamed .pt/.ckpt?")
+        return f"{name} {framing}"
     if not isinstance(header, dict):
-        raise ValueError(f"{input_name}: {name} has a header that is not a JSON object; {redownload}.")
-
-    data_size = file_size - 8 - n
+        return f"{name} has a header that is not a JSON object; {redownload}."
     metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise ValueError(f"{input_name}: {name} has a malformed __metadata__ entry; {redownload}.")
-    tensors: dict[str, TensorInfo] = {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        return f"{name} has a malformed __metadata__ entry; {redownload}."
+    data_size = size - 8 - n
     for key, entry in header.items():
         try:
-            dtype = str(entry["dtype"])
-            shape = tuple(int(d) for d in entry["shape"])
+            dtype, shape = str(entry["dtype"]), tuple(int(d) for d in entry["shape"])
             begin, end = (int(o) for o in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(
-                f"{input_name}: {name} has a malformed header entry for tensor {key!r}; {redownload}."
-            ) from e
+        except (KeyError, TypeError, ValueError):
+            return f"{name} has a malformed header entry for tensor {key!r}; {redownload}."
         if begin < 0 or end < begin or any(d < 0 for d in shape):
-            raise ValueError(f"{input_name}: {name} has invalid offsets or shape for tensor {key!r}; {redownload}.")
+            return f"{name} has invalid offsets or shape for tensor {key!r}; {redownload}."
         if end > data_size:
-            raise ValueError(
-                f"{input_name}: {name} is truncated: tensor {key!r} ends at data byte {end} but the file holds "
-                f"only {data_size} data bytes ({file_size} bytes in all); {redownload}."
-            )
-        size = DTYPE_BYTES.get(dtype)
-        if size is not None and end - begin != size * _numel(shape):
-            raise ValueError(
-                f"{input_name}: {name} is corrupt: tensor {key!r} ({dtype} {list(shape)}) should take "
-                f"{size * _numel(shape)} bytes but its offsets span {end - begin}; {redownload}."
-            )
-        tensors[key] = TensorInfo(dtype, shape, (begin, end))
-    return SafetensorsHeader(str(p), file_size, n, tensors, {str(k): str(v) for k, v in metadata.items()})
+            return (f"{name} is truncated: tensor {key!r} ends at data byte {end} but the file holds only "
+                    f"{data_size} data bytes ({size} bytes in all); {redownload}.")
+        nbytes = DTYPE_BYTES.get(dtype, 0) * math.prod(shape)
+        if dtype in DTYPE_BYTES and end - begin != nbytes:
+            return (f"{name} is corrupt: tensor {key!r} ({dtype} {list(shape)}) should take {nbytes} bytes but "
+                    f"its offsets span {end - begin}; {redownload}.")
+    return f"{name} is not a valid safetensors file (safetensors says: {error}); {redownload}."
 
 
-# --------------------------------------------------------------------------------------------------
-# Diffusion models
-# --------------------------------------------------------------------------------------------------
+# --- Diffusion models ---------------------------------------------------------------------------------------
 
 
 def guess_architecture(keys: Iterable[str]) -> str | None:
     """A short human name for what a non-Flux state dict looks like (best effort), or None."""
     keys = list(keys)
-    ks = set(keys)
 
     def has(fragment: str) -> bool:
         return any(fragment in k for k in keys)
@@ -231,7 +197,7 @@ def guess_architecture(keys: Iterable[str]) -> str | None:
         return "a Stable Diffusion 1.x/2.x UNet"
     if has("joint_blocks."):
         return "an SD3 MMDiT"
-    if has("double_stream_modulation_img") or has("double_stream_modulation"):
+    if has("double_stream_modulation"):
         return "a FLUX.2 transformer"
     if (has("encoder.down.") and has("decoder.up.")) or has("taesd_encoder.") or has("decoder.conv_in."):
         return "a VAE"
@@ -239,7 +205,7 @@ def guess_architecture(keys: Iterable[str]) -> str | None:
         return "a text encoder (CLIP/T5)"
     if has("transformer_blocks."):
         return "a diffusion transformer of another family"
-    if "scaled_fp8" in ks:
+    if "scaled_fp8" in keys:
         return "an fp8-scaled model of an unknown family"
     return None
 
@@ -249,24 +215,10 @@ class DiffusionModelInfo:
     """What a diffusion-model file holds, read from its header."""
 
     name: str
-    img_in_key: str | None
-    img_in_features: int | None
+    img_in_features: int | None  # None when the file has no img_in weight
     layout: str | None  # LAYOUT_DEV / LAYOUT_FILL / LAYOUT_FFT, None when img_in is absent or of another width
     dtype_counts: Mapping[str, int]
     looks_like: str | None  # for non-Flux files
-
-    @property
-    def is_flux(self) -> bool:
-        return self.img_in_features is not None
-
-    @property
-    def fp8(self) -> bool:
-        return any(d in FP8_DTYPES for d in self.dtype_counts)
-
-    @property
-    def main_dtype(self) -> str | None:
-        """The dtype holding the most elements (how ComfyUI decides a file's weight dtype)."""
-        return max(self.dtype_counts, key=self.dtype_counts.get) if self.dtype_counts else None
 
     def describe(self) -> str:
         if self.layout is not None:
@@ -275,70 +227,48 @@ class DiffusionModelInfo:
             what = f"a Flux-like model whose img_in takes {self.img_in_features} features"
         else:
             what = f"not a Flux diffusion model ({self.looks_like or 'no img_in weight found'})"
-        dtypes = ", ".join(f"{d}" for d in sorted(self.dtype_counts, key=lambda d: -self.dtype_counts[d]))
+        dtypes = ", ".join(sorted(self.dtype_counts, key=lambda d: -self.dtype_counts[d]))
         return f"{self.name}: {what}; weights {dtypes or 'none'}"
 
 
-def find_img_in(tensors: Mapping[str, TensorInfo]) -> str | None:
-    for prefix in MODEL_PREFIXES:
-        for base in _IMG_IN_NAMES:
-            key = prefix + base
-            if key in tensors and len(tensors[key].shape) == 2:
-                return key
-    return None
-
-
 def classify_diffusion_model(header: SafetensorsHeader) -> DiffusionModelInfo:
-    key = find_img_in(header.tensors)
+    key = next((k for k in _IMG_IN_KEYS if k in header.tensors and len(header.tensors[k].shape) == 2), None)
     features = header.tensors[key].shape[1] if key is not None else None
     return DiffusionModelInfo(
         name=header.name,
-        img_in_key=key,
         img_in_features=features,
-        layout=LAYOUT_BY_FEATURES.get(features) if features is not None else None,
+        layout=layout_for_features(features),
         dtype_counts=header.dtype_counts(),
         looks_like=None if key is not None else guess_architecture(header.tensors),
     )
 
 
 def layout_for_features(features: int | None) -> str | None:
-    return LAYOUT_BY_FEATURES.get(features) if features is not None else None
+    return LAYOUT_BY_FEATURES.get(features)
 
 
-# --------------------------------------------------------------------------------------------------
-# LoRAs
-# --------------------------------------------------------------------------------------------------
+# --- LoRAs --------------------------------------------------------------------------------------------------
 
 # The down/A matrix ([rank, in_features]) in every key layout ComfyUI's LoRA loader reads.
-_DOWN_SUFFIXES = (
-    ".lora_down.weight",
-    ".lora_A.weight",
-    ".lora_A.default.weight",
-    ".lora.down.weight",
-    "_lora.down.weight",
-    ".lora_linear_layer.down.weight",
-    ".lora_A",
-)
+_DOWN_SUFFIXES = (".lora_down.weight", ".lora_A.weight", ".lora_A.default.weight", ".lora.down.weight",
+                  "_lora.down.weight", ".lora_linear_layer.down.weight", ".lora_A")
 _IMG_IN_MODULES = ("img_in", "x_embedder")
 
 
 @dataclass(frozen=True)
 class LoraInfo:
     name: str
-    key_format: str  # "kohya", "comfyui" (diffusion_model.*.lora_A/B), "diffusers", "peft", "unknown"
+    key_format: str  # "kohya", "comfyui" (diffusion_model.*.lora_A/B), "diffusers", "peft", "mixed", "unknown"
     modules: int  # number of adapted modules (down/A matrices)
     img_in_features: int | None  # in-features of the img_in adapter, None when img_in is not adapted
     looks_like: str | None  # for LoRAs that are not for Flux
 
-    @property
-    def expected_layout(self) -> str | None:
-        return layout_for_features(self.img_in_features)
-
     def describe(self) -> str:
+        layout = layout_for_features(self.img_in_features)
         if self.img_in_features is None:
             target = "does not adapt img_in"
-        elif self.expected_layout is not None:
-            target = f"img_in adapter {self.img_in_features} wide, for {LAYOUT_NAMES[self.expected_layout]}"
+        elif layout is not None:
+            target = f"img_in adapter {self.img_in_features} wide, for {LAYOUT_NAMES[layout]}"
         else:
             target = f"img_in adapter {self.img_in_features} wide"
         extra = f"; looks like {self.looks_like}" if self.looks_like else ""
@@ -379,18 +309,13 @@ def has_adapter_keys(header: SafetensorsHeader) -> bool:
 
 def inspect_lora(header: SafetensorsHeader) -> LoraInfo:
     """Key format of a LoRA and the width its ``img_in`` adapter expects (384 Fill, 448 FFT)."""
-    modules: dict[str, TensorInfo] = {}
-    for key, info in header.tensors.items():
-        module = _module_of(key)
-        if module is not None:
-            modules[module] = info
+    modules = {m: info for key, info in header.tensors.items() if (m := _module_of(key)) is not None}
     img_in = None
     for module, info in modules.items():
         flat = module.replace(".", "_")
-        if any(flat == m or flat.endswith(f"_{m}") for m in _IMG_IN_MODULES):
-            if len(info.shape) >= 2:
-                img_in = info.shape[1]
-                break
+        if len(info.shape) >= 2 and any(flat == m or flat.endswith(f"_{m}") for m in _IMG_IN_MODULES):
+            img_in = info.shape[1]
+            break
     names = sorted(modules)
     unet = ("input_blocks", "output_blocks", "middle_block", "down_blocks", "up_blocks", "mid_block")
     flux = ("double_blocks", "single_blocks", "img_in", "x_embedder", "transformer_blocks")

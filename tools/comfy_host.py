@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import os
 import sys
@@ -117,9 +118,11 @@ class ComfyHost:
         self.folder_paths = folder_paths
         self.server = _HeadlessServer()
         self._install_progress_hook()
-        self.executor = execution.PromptExecutor(
-            self.server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0}
-        )
+        # ComfyUI 0.3.75 takes cache_args (and reads it); 0.3.52 took cache_size instead.
+        caching = {"cache_args": {"lru": 0, "ram": 0}}
+        if "cache_args" not in inspect.signature(execution.PromptExecutor).parameters:
+            caching = {"cache_size": 0}
+        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC, **caching)
 
     def _install_progress_hook(self) -> None:
         """What main.py's hijack_progress does, minus previews: sampler steps become "progress" events."""
