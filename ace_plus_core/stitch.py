@@ -7,9 +7,11 @@ Per batch item, with the item's :class:`.geometry.CanvasGeometry`:
 2. The blend weight is the edit mask (binarized; empty = everything), **grown** by ``grow_px`` (square dilation)
    and **feathered** outward over ``feather_px`` pixels (dilate by ceil(f/2), then a box blur of radius ceil(f/2),
    the mean over the window's pixels inside the image):
-   1 on the grown mask, falling to 0 at most ``feather_px`` px further out, and 0 outside the box.
+   1 on the grown mask, falling to 0 beyond 2 * ceil(f/2) px further out (``feather_px`` for even values, one
+   more for odd ones), and 0 outside the box.
 3. Optionally (``color_match``) the generated area's per-channel mean and spread are matched to the original's
    over the unchanged context of the box (where the weight is 0), which removes the colour shift seams come from.
+   The statistics are computed on the images' device, in float32 (no float64: MPS has none).
 4. ``out = original * (1 - w) + generated * w`` where ``w > 0``; everywhere else the original pixels are returned
    unchanged, bit for bit.
 
@@ -89,7 +91,7 @@ def blend_weight(mask: torch.Tensor, grow_px: int, feather_px: int) -> torch.Ten
     lo_w, hi_w = _window(m.shape[2], r, m.device)
     counts = (hi_h - lo_h).view(-1, 1) * (hi_w - lo_w).view(1, -1)
     # Inside the grown mask every window is all ones: the weight is exactly 1 there (sums == counts).
-    return (sums.to(torch.float64) / counts).to(torch.float32)
+    return sums.to(torch.float32) / counts.to(torch.float32)
 
 
 def _bands(h: int):
@@ -98,27 +100,38 @@ def _bands(h: int):
 
 
 def _color_transform(gen: torch.Tensor, orig_box: torch.Tensor, weight_of) -> tuple | None:
-    """Per-channel (g_mean, ratio, o_mean) that match ``gen``'s statistics over the untouched context of the box
-    (weight 0) to the original's; None when the context has fewer than 16 pixels. Accumulated band by band."""
-    n = 0
-    sums = torch.zeros(4, gen.shape[-1], dtype=torch.float64)  # gen sum, gen sum of squares, orig sum, orig sq
+    """Per-channel float32 (g_mean, ratio, o_mean) that match ``gen``'s statistics over the untouched context of
+    the box (weight 0) to the original's; None when the context has fewer than 16 pixels.
+
+    Computed on the images' device in float32 (MPS has no float64): each band's mean and sum of squared deviations
+    from that mean, merged band by band with the pairwise update of Chan et al., so no large sums of squares cancel
+    (values near 1 over millions of pixels keep float64 accuracy to about 1e-6)."""
+    n, mean, m2 = 0, None, None  # [2, C] each: gen, orig
     for r0, r1 in _bands(gen.shape[0]):
         context = torch.ones(r1 - r0, gen.shape[1], dtype=torch.bool, device=gen.device)
         part = weight_of(r0, r1)
         if part is not None:
             a, c0, c1 = part
             context[:, c0:c1] = a == 0
-        g = gen[r0:r1][context].double()
-        o = orig_box[r0:r1][context].double()
-        n += int(g.shape[0])
-        sums += torch.stack([g.sum(0), (g * g).sum(0), o.sum(0), (o * o).sum(0)])
+        x = torch.stack([gen[r0:r1][context], orig_box[r0:r1][context]]).float()  # [2, k, C]
+        k = int(x.shape[1])
+        if k == 0:
+            continue
+        b_mean = x.mean(1)
+        b_m2 = (x - b_mean[:, None]).square_().sum(1)
+        if mean is None:
+            n, mean, m2 = k, b_mean, b_m2
+            continue
+        delta = b_mean - mean
+        total = n + k
+        mean = mean + delta * (k / total)
+        m2 = m2 + b_m2 + delta.square() * (n * k / total)
+        n = total
     if n < 16:
         return None
-    g_mean, o_mean = sums[0] / n, sums[2] / n
-    g_std = ((sums[1] - n * g_mean * g_mean).clamp_min(0) / (n - 1)).sqrt()
-    o_std = ((sums[3] - n * o_mean * o_mean).clamp_min(0) / (n - 1)).sqrt()
+    g_std, o_std = (m2 / (n - 1)).sqrt()
     ratio = torch.where(g_std > 1e-4, o_std / g_std.clamp_min(1e-4), torch.ones_like(g_std)).clamp(0.5, 2.0)
-    return g_mean.to(gen.dtype), ratio.to(gen.dtype), o_mean.to(gen.dtype)
+    return mean[0], ratio, mean[1]
 
 
 def _check_decoded(decoded, geometry) -> tuple[torch.Tensor, tuple[CanvasGeometry, ...]]:
@@ -224,7 +237,7 @@ def stitch(
             gb = gen[r0:r1, c0:c1]
             if transform is not None:
                 g_mean, ratio, o_mean = transform
-                gb = ((gb - g_mean) * ratio + o_mean).clamp_(0.0, 1.0)
+                gb = ((gb.float() - g_mean) * ratio + o_mean).clamp_(0.0, 1.0).to(out.dtype)
             bb = box[r0:r1, c0:c1]
             bb.copy_(torch.where(a > 0, bb * (1 - a) + gb * a, bb))
     return out

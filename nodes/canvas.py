@@ -199,7 +199,7 @@ class ACEPlusStitch(io.ComfyNode):
                 io.Int.Input("grow_mask_px", default=8, min=0, max=1024, step=1,
                              tooltip="Grow the mask by this many pixels before blending (covers seams at its edge)."),
                 io.Int.Input("feather_px", default=16, min=0, max=1024, step=1,
-                             tooltip="Blend over this many pixels outside the grown mask (soft transition)."),
+                             tooltip="Blend over this many pixels outside the grown mask (soft transition; an odd value reaches one pixel further, as the next even one)."),
                 io.Boolean.Input("color_match", default=False,
                                  tooltip="Match the generated area's colour statistics to the untouched context "
                                          "around it before blending (removes colour shifts at the seam)."),
