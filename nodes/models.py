@@ -268,6 +268,12 @@ def _patch_target_shape(v) -> tuple[int, int] | None:
     return None
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    if t.element_size() == 1:  # fp8: torch has no isfinite for float8_e4m3fn; fp16 holds every fp8 value
+        t = t.to(torch.float16)
+    return bool(torch.isfinite(t).all())
+
+
 STRENGTH_RANGE = (-100.0, 100.0)
 
 
@@ -308,7 +314,7 @@ def apply_lora(patcher, lora_path: str, strength: float, input_name: str = "lora
         )
 
     lora = comfy.utils.load_torch_file(lora_path, safe_load=True)
-    broken = [k for k, t in lora.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    broken = [k for k, t in lora.items() if t.is_floating_point() and not _all_finite(t)]
     if broken:
         raise ValueError(
             f"{input_name}: {name} is corrupt: {len(broken)} tensor(s) hold NaN or infinite values (e.g. "

@@ -3,6 +3,8 @@ LoRA nodes, bad files, and the FFT model input layout against an independent flo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -80,6 +82,37 @@ def _fft_graph(images, model_node: tuple[str, dict], *, lora=None, noise_mask=Fa
     samples = sampler(g, model[0], cond[0], cond[1], cond[2], steps=1, seed=SEED)
     g.add("ACEPlusTestOnlyProbe", label=label, latent=samples[0])
     return g.prompt()
+
+
+def _fill_graph(image, *, lora=None, strength=1.0, label="fill", patch=False, weight_dtype="default"):
+    """UNETLoader(Fill) [-> ACE++ Prepare Flux Model] [-> ACE++ LoRA Loader] -> ACE++ LoRA Conditioning -> one
+    sampler step -> VAE Decode -> probe (the decoded image)."""
+    g = Graph()
+    model = g.add("UNETLoader", unet_name=FILL, weight_dtype=weight_dtype)
+    if patch:
+        model = g.add("ACEPlusModelPatch", model=model[0])
+    if lora is not None:
+        model = g.add("ACEPlusLoraLoader", model=model[0], lora_name=lora, strength_model=strength)
+    text = _text(g)
+    vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
+    pixels = g.add("LoadImage", image=image)
+    cond = g.add("ACEPlusLoraConditioning", positive=text[0], negative=text[0], vae=vae[0], pixels=pixels[0],
+                 mask=pixels[1], noise_mask=False)
+    samples = sampler(g, model[0], cond[0], cond[1], cond[2], steps=1, seed=SEED)
+    decoded = g.add("VAEDecode", samples=samples[0], vae=vae[0])
+    g.add("ACEPlusTestOnlyProbe", label=label, image=decoded[0])
+    return g.prompt()
+
+
+@pytest.fixture
+def fill_image(input_image):
+    return input_image("models_fill.png", W, H, HOLE, seed=5)
+
+
+@pytest.fixture
+def probed(comfy_host):
+    """The images the probe recorded, by label."""
+    return comfy_host.node_class_mappings["ACEPlusTestOnlyProbe"].RECORDED
 
 
 def _loader(unet: str, weight_dtype: str = "default"):
@@ -257,6 +290,80 @@ def test_prepare_refuses_dev_and_non_flux(comfy_host, tiny_models, fft_images):
         patch.execute(not_flux)
 
 
+# --- a device with bf16 (the branch the CPU never takes) -------------------------------------------------
+
+
+@pytest.fixture
+def bf16_device(monkeypatch):
+    """Pretend the device computes in bf16, as an Ampere GPU does (ComfyUI asks should_use_bf16; on the CPU it
+    always answers no)."""
+    import comfy.model_management as mm
+
+    monkeypatch.setattr(mm, "should_use_bf16", lambda *a, **k: True)
+    return mm
+
+
+def test_bf16_device_fft_loader_computes_in_bf16(comfy_host, tiny_models, fft_images, flux_calls, bf16_device):
+    """bf16 compute for every choice; the fp8 choices store fp8; "default" stores what ComfyUI picks for a bf16
+    device without fp8 matmul: bf16 for both files (ComfyUI expands an fp8 file to bf16 there, for speed)."""
+    expected_storage = {"default": torch.bfloat16, "fp8_e4m3fn": torch.float8_e4m3fn,
+                        "fp8_e4m3fn_fast": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+    reference = None
+    for unet in (FFT, FFT_FP8):
+        for dtype, storage in expected_storage.items():
+            flux_calls.clear()
+            comfy_host.run(_fft_graph(fft_images, _loader(unet, dtype)))
+            (call,) = flux_calls
+            assert call["img"].dtype == torch.bfloat16, (unet, dtype)
+            assert call["weight_dtype"] == storage, (unet, dtype)
+            assert torch.isfinite(call["out"]).all()
+            reference = call["out"] if reference is None else reference
+            assert _rel(call["out"], reference) < 0.2, (unet, dtype)  # bf16/fp8 rounding, not another model
+
+
+def test_bf16_device_with_fp8_matmul(comfy_host, tiny_models, bf16_device, monkeypatch):
+    """A device with fp8 matmul too (Ada, Hopper): the fp8 file stays fp8 under "default" (ComfyUI's own rule
+    there), and fp8_e4m3fn_fast, only it, sets the model's fp8 optimization, so ComfyUI builds fp8 matmul ops."""
+    import comfy.ops
+
+    monkeypatch.setattr(bf16_device, "supports_fp8_compute", lambda *a, **k: True)
+    loader = comfy_host.node_class_mappings["ACEPlusLoader"]
+    for unet, dtype in ((FFT_FP8, "default"), (FFT, "fp8_e4m3fn"), (FFT, "fp8_e4m3fn_fast"), (FFT_FP8,
+                                                                                               "fp8_e4m3fn_fast")):
+        patcher = loader.execute(unet, dtype).result[0]
+        img_in = patcher.get_model_object("diffusion_model.img_in")
+        fast = dtype == "fp8_e4m3fn_fast"
+        assert img_in.weight.dtype == torch.float8_e4m3fn, (unet, dtype)
+        assert patcher.model.model_config.optimizations.get("fp8", False) is fast, (unet, dtype)
+        assert isinstance(img_in, comfy.ops.fp8_ops.Linear) is fast, (unet, dtype, type(img_in))
+        assert patcher.model.manual_cast_dtype == torch.bfloat16, (unet, dtype)
+
+
+@pytest.fixture
+def fp16_device_with_bf16(bf16_device, monkeypatch):
+    """A device that prefers fp16 but has bf16, with --fp16-unet: ComfyUI stores and computes Flux in fp16."""
+    monkeypatch.setattr(bf16_device, "should_use_fp16", lambda *a, **k: True)
+    monkeypatch.setattr(bf16_device, "unet_dtype", lambda *a, **k: torch.float16)
+
+
+def test_bf16_device_prepare_and_loader_replace_fp16_compute_by_bf16(comfy_host, tiny_models, fft_images,
+                                                                     fill_image, flux_calls, fp16_device_with_bf16):
+    """Plain UNETLoader computes Fill and FFT in fp16 here; ACE++ Prepare Flux Model and ACE++ FFT Loader make
+    them compute in bf16 (not fp32: the device has bf16), the fp16 weights unchanged."""
+    comfy_host.run(_fft_graph(fft_images, _unet_loader(FFT), label="plain_fft"))
+    comfy_host.run(_fft_graph(fft_images, _unet_loader(FFT), patch=True, label="patched_fft"))
+    comfy_host.run(_fft_graph(fft_images, _loader(FFT), label="loader_fft"))
+    comfy_host.run(_fill_graph(fill_image, label="plain_fill"))
+    comfy_host.run(_fill_graph(fill_image, patch=True, label="patched_fill"))
+    calls = dict(zip(("plain_fft", "patched_fft", "loader_fft", "plain_fill", "patched_fill"), flux_calls,
+                     strict=True))
+    for name, call in calls.items():
+        assert call["weight_dtype"] == torch.float16, name
+        expected = torch.float16 if name.startswith("plain") else torch.bfloat16
+        assert call["img"].dtype == expected, name
+        assert torch.isfinite(call["out"]).all(), name
+
+
 # --- bad files in ACEPlusLoader --------------------------------------------------------------------------
 
 
@@ -360,6 +467,64 @@ def test_pickle_lora_is_refused(tmp_path, models_module):
     path.write_bytes(b"\x80\x04")
     with pytest.raises(ValueError, match="lora_name: old.pt is a pickle file .*convert to .safetensors"):
         models_module.apply_lora(None, str(path), 1.0, "lora_name")
+
+
+# --- LoRA files in every storage dtype ---------------------------------------------------------------------
+
+# The same LoRA numbers (tools/tiny_models.py) stored in five dtypes.
+LORA_FILES = {"fp32": "tiny_fill_lora_peft.safetensors",
+              **{name: f"tiny_fill_lora_peft_{name}.safetensors" for name in ("bf16", "fp16", "fp8_e4m3fn",
+                                                                              "fp8_e5m2")}}
+LORA_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+               "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+
+
+def test_lora_files_in_every_storage_dtype_change_the_image(comfy_host, tiny_models, fill_image, flux_calls,
+                                                            probed):
+    """Each file loads through ACE++ LoRA Loader and changes the sampled image by about what the fp32 file does
+    (the difference between dtypes is their rounding, far smaller than the LoRA's effect)."""
+    from safetensors import safe_open
+
+    for name, lora in LORA_FILES.items():
+        path = tiny_models[lora[: -len(".safetensors")]]
+        with safe_open(str(path), "pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {LORA_DTYPES[name]}, name
+    comfy_host.run(_fill_graph(fill_image, lora=LORA_FILES["fp32"], strength=0.0, label="strength_0"))
+    for name, lora in LORA_FILES.items():
+        comfy_host.run(_fill_graph(fill_image, lora=lora, label=name))
+    base, full = probed["strength_0"].double(), probed["fp32"].double()
+    effect = (full - base).abs().mean().item()
+    assert effect > 1e-2, f"the fp32 LoRA hardly changes the image: mean |change| {effect:.2e}"
+    # name -> (mean |change| from strength 0, mean |difference| from the fp32 file's image)
+    stats = {name: ((probed[name].double() - base).abs().mean().item(), (probed[name].double() - full).abs().mean()
+                    .item()) for name in LORA_FILES}
+    for name, (change, off) in stats.items():
+        assert change > 0.5 * effect and off < 0.15 * effect, f"{name}: {stats}"
+
+
+@pytest.mark.parametrize("dtype, bad", [
+    (torch.bfloat16, math.nan),
+    (torch.float8_e4m3fn, math.nan),
+    (torch.float8_e5m2, math.nan),
+    (torch.float8_e5m2, math.inf),
+])
+def test_lora_with_nan_is_refused_in_every_dtype(comfy_host, tiny_models, tmp_path, dtype, bad):
+    import comfy.sd
+    import tiny_models as factory
+
+    sd = factory.lora_state_dict(factory.TINY, fmt="peft", seed=1, dtype=dtype)
+    key = "diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight"
+    sd[key] = sd[key].float()
+    sd[key][3, 1] = bad
+    sd[key] = sd[key].to(dtype)
+    name = f"nan_{str(dtype).split('.')[1]}_{bad}.safetensors"
+    factory.write_safetensors(tmp_path / name, sd)
+    comfy_host.add_model_dir("loras", tmp_path)
+    model = comfy.sd.load_diffusion_model(str(tiny_models["tiny_flux_fill"]))
+    with pytest.raises(ValueError, match=rf"lora_name: {name} is corrupt: 1 tensor\(s\) hold NaN or infinite "
+                                         rf"values \(e.g. '{key}'\)"):
+        comfy_host.node_class_mappings["ACEPlusLoraLoader"].execute(model, name, 1.0)
+    assert not model.patches
 
 
 # --- layout parity -----------------------------------------------------------------------------------------

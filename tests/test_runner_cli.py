@@ -83,7 +83,8 @@ def test_synthetic_graph_model_sets():
     demo, _ = rw.synthetic_graph(g.prompt())
     assert demo["1"]["inputs"]["unet_name"] == "demo_flux_fill.safetensors"
     assert demo["2"]["inputs"]["unet_name"] == "demo_ace_plus_fft.safetensors"
-    assert demo["3"]["inputs"]["strength_model"] == 0.0
+    assert demo["3"]["inputs"] == {"model": ["1", 0], "lora_name": "demo_fill_lora_peft.safetensors",
+                                   "strength_model": 1}  # a LoRA made for the demo Fill model, the graph's strength
     assert demo["4"] == {"class_type": "CLIPLoader",
                          "inputs": {"clip_name": "clip_l_random.safetensors", "type": "stable_diffusion"}}
     assert demo["5"]["inputs"]["vae_name"] == "tiny_taef1.safetensors"
@@ -219,6 +220,14 @@ def test_readme_main_job_writes_the_image(tmp_path):
         with Image.open(im["path"]) as img:
             assert img.size == (im["width"], im["height"]) and min(img.size) >= 64
     assert "step 1/" in proc.stdout and "[ace++] node " in proc.stdout  # per-node and per-step progress
+    # The workflow's LoRA node runs a LoRA made for the synthetic Fill model at the workflow's strength (> 0), and
+    # every one of its keys patched a weight (ComfyUI only logs keys that match nothing).
+    lora = [n for n in report["notes"] if "LoRA applied at the workflow's strength" in n]
+    assert len(lora) == 1 and float(lora[0].rsplit(" ", 1)[1]) > 0, report["notes"]
+    graph = json.loads((tmp_path / "out" / "prompt_api.json").read_text())
+    (node,) = [n["inputs"] for n in graph.values() if n["class_type"] == "LoraLoaderModelOnly"]
+    assert node["lora_name"] == "demo_fill_lora_peft.safetensors" and node["strength_model"] > 0, node
+    assert "lora key not loaded" not in proc.stdout + proc.stderr and "ERROR lora" not in proc.stdout + proc.stderr
 
 
 class _FakeClient:

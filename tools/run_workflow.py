@@ -73,12 +73,13 @@ MODEL_FOLDERS = ("diffusion_models", "loras", "vae", "vae_approx", "text_encoder
 IMAGE_LOADERS = ("LoadImage", "LoadImageMask")
 
 #: Synthetic model sets (tools/tiny_models.py): "demo" passes ComfyUI's unpatched Flux detection (the runner's
-#: default); "tiny" needs the test-only detection patch (tests/tiny_flux_detection.py) and is for tests.
-SYNTHETIC_SETS: dict[str, dict[str, Any]] = {
+#: default); "tiny" needs the test-only detection patch (tests/tiny_flux_detection.py) and is for tests. Each has a
+#: LoRA made for its Fill model (real key names, small rank), applied at the workflow's own strength.
+SYNTHETIC_SETS: dict[str, dict[str, str]] = {
     "demo": {"fill": "demo_flux_fill.safetensors", "fft": "demo_ace_plus_fft.safetensors",
-             "lora": "tiny_fill_lora_peft.safetensors", "lora_strength": 0.0},
+             "lora": "demo_fill_lora_peft.safetensors"},
     "tiny": {"fill": "tiny_flux_fill.safetensors", "fft": "tiny_ace_plus_fft.safetensors",
-             "lora": "tiny_fill_lora_peft.safetensors", "lora_strength": None},
+             "lora": "tiny_fill_lora_peft.safetensors"},
 }
 SYNTHETIC_STEPS = 2  # synthetic output is noise whatever the count: two steps prove the sampler loop
 SYNTHETIC_TOKENS = 1024  # canvas budget in synthetic mode: CPU-friendly; outputs keep their full size
@@ -179,10 +180,8 @@ def synthetic_graph(prompt: dict, model_set: str = "demo", tokens: int = SYNTHET
             if isinstance(inputs.get("lora_name"), str):
                 notes.append(f"{node_id} {ct}.lora_name: {inputs['lora_name']} -> {names['lora']}")
                 inputs["lora_name"] = names["lora"]
-            if names["lora_strength"] is not None and "strength_model" in inputs:
-                inputs["strength_model"] = names["lora_strength"]
-                notes.append(f"{node_id} {ct}: strength {names['lora_strength']} (an ACE++ LoRA does not fit "
-                             "synthetic weights)")
+            if isinstance(inputs.get("strength_model"), (int, float)):
+                notes.append(f"{node_id} {ct}: LoRA applied at the workflow's strength {inputs['strength_model']}")
         for key in ("max_image_tokens", "max_seq_length"):
             if isinstance(inputs.get(key), int) and inputs[key] > tokens:
                 notes.append(f"{node_id} {ct}.{key}: {inputs[key]} -> {tokens}")

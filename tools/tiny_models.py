@@ -54,6 +54,8 @@ __all__ = [
     "flux_state_dict",
     "to_fp8",
     "DEFAULT_LORA_TARGETS",
+    "FULL_LORA_TARGETS",
+    "LORA_STORAGE_DTYPES",
     "lora_state_dict",
     "unmatched_lora_state_dict",
     "taesd_vae_state_dict",
@@ -291,6 +293,15 @@ def to_fp8(sd: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float8_e4m
 
 # Module names (fnmatch patterns over the key without ".weight"); only 2-D weights are ever targeted.
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("img_in", "double_blocks.*", "single_blocks.*")
+# For FULL_DETECTABLE / DEMO, which have no single blocks.
+FULL_LORA_TARGETS: tuple[str, ...] = ("img_in", "double_blocks.*")
+# Storage dtypes of the extra copies of the tiny peft Fill LoRA (file suffix -> dtype).
+LORA_STORAGE_DTYPES: dict[str, torch.dtype] = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp8_e4m3fn": torch.float8_e4m3fn,
+    "fp8_e5m2": torch.float8_e5m2,
+}
 
 
 def _linear_shapes(base: Mapping[str, torch.Tensor] | FluxConfig) -> dict[str, tuple[int, int]]:
@@ -583,11 +594,13 @@ def _recipes(full: bool, demo: bool = False) -> dict[str, tuple[str, object]]:
 
         return f"flux {cfg!r} seed={seed} dtype={dtype} fp8={fp8}", build
 
-    def lora(cfg: FluxConfig, fmt: str, seed: int, rank: int = 4):
+    def lora(cfg: FluxConfig, fmt: str, seed: int, rank: int = 4, targets=DEFAULT_LORA_TARGETS,
+             dtype: torch.dtype = torch.float32):
         def build():
-            return lora_state_dict(cfg, DEFAULT_LORA_TARGETS, rank=rank, fmt=fmt, seed=seed)
+            return lora_state_dict(cfg, targets, rank=rank, fmt=fmt, seed=seed, dtype=dtype)
 
-        return f"lora {cfg!r} targets={DEFAULT_LORA_TARGETS} rank={rank} fmt={fmt} seed={seed}", build
+        stored = "" if dtype == torch.float32 else f" dtype={dtype}"
+        return f"lora {cfg!r} targets={tuple(targets)} rank={rank} fmt={fmt} seed={seed}{stored}", build
 
     def taesd(part: str | None):
         def build():
@@ -608,6 +621,9 @@ def _recipes(full: bool, demo: bool = False) -> dict[str, tuple[str, object]]:
         "loras/tiny_fill_lora_kohya.safetensors": lora(fill, "kohya", 1),
         "loras/tiny_fill_lora_peft.safetensors": lora(fill, "peft", 1),
         "loras/tiny_fft_lora_peft.safetensors": lora(fft, "peft", 2),
+        # The peft Fill LoRA's numbers stored in other dtypes (LoRA files come in all of them).
+        **{f"loras/tiny_fill_lora_peft_{name}.safetensors": lora(fill, "peft", 1, dtype=dtype)
+           for name, dtype in LORA_STORAGE_DTYPES.items()},
         "loras/unmatched_lora.safetensors": (
             "unmatched sdxl rank=4 seed=3",
             lambda: unmatched_lora_state_dict(4, seed=3),
@@ -618,15 +634,19 @@ def _recipes(full: bool, demo: bool = False) -> dict[str, tuple[str, object]]:
         "text_encoders/clip_l_random.safetensors": ("clip_l seed=0 fp16", lambda: clip_l_state_dict(0, torch.float16)),
     }
     if full:
-        r["diffusion_models/full_flux_fill.safetensors"] = flux(
-            FULL_DETECTABLE.with_in_channels(IN_CHANNELS_FILL), 0, torch.bfloat16
-        )
-        r["diffusion_models/full_ace_plus_fft.safetensors"] = flux(
-            FULL_DETECTABLE.with_in_channels(IN_CHANNELS_FFT), 0, torch.bfloat16
-        )
+        full_fill = FULL_DETECTABLE.with_in_channels(IN_CHANNELS_FILL)
+        full_fft = FULL_DETECTABLE.with_in_channels(IN_CHANNELS_FFT)
+        r["diffusion_models/full_flux_fill.safetensors"] = flux(full_fill, 0, torch.bfloat16)
+        r["diffusion_models/full_ace_plus_fft.safetensors"] = flux(full_fft, 0, torch.bfloat16)
+        r["diffusion_models/full_ace_plus_fft_fp8.safetensors"] = flux(full_fft, 0, torch.bfloat16, fp8=True)
+        r["loras/full_fill_lora_peft.safetensors"] = lora(full_fill, "peft", 1, targets=FULL_LORA_TARGETS)
+        r["loras/full_fft_lora_peft.safetensors"] = lora(full_fft, "peft", 2, targets=FULL_LORA_TARGETS)
     if demo:
-        r["diffusion_models/demo_flux_fill.safetensors"] = flux(DEMO.with_in_channels(IN_CHANNELS_FILL), 0, torch.bfloat16)
-        r["diffusion_models/demo_ace_plus_fft.safetensors"] = flux(DEMO.with_in_channels(IN_CHANNELS_FFT), 0, torch.bfloat16)
+        demo_fill = DEMO.with_in_channels(IN_CHANNELS_FILL)
+        r["diffusion_models/demo_flux_fill.safetensors"] = flux(demo_fill, 0, torch.bfloat16)
+        demo_fft = DEMO.with_in_channels(IN_CHANNELS_FFT)
+        r["diffusion_models/demo_ace_plus_fft.safetensors"] = flux(demo_fft, 0, torch.bfloat16)
+        r["loras/demo_fill_lora_peft.safetensors"] = lora(demo_fill, "peft", 1, targets=FULL_LORA_TARGETS)
     return r
 
 
@@ -663,6 +683,11 @@ def build_model_set(
         loras/tiny_fill_lora_kohya.safetensors            kohya, Fill base, rank 4, seed 1
         loras/tiny_fill_lora_peft.safetensors             peft, same numbers as the kohya one
         loras/tiny_fft_lora_peft.safetensors              peft, FFT base (448-wide img_in adapter)
+        loras/tiny_fill_lora_peft_<dtype>.safetensors     the peft Fill LoRA stored in bf16, fp16, fp8_e4m3fn, fp8_e5m2
+        diffusion_models/full_ace_plus_fft_fp8.safetensors  (full=True) to_fp8 of full_ace_plus_fft
+        loras/full_fill_lora_peft.safetensors             (full=True) peft, full Fill base, img_in + double blocks
+        loras/full_fft_lora_peft.safetensors              (full=True) peft, full FFT base (448-wide img_in adapter)
+        loras/demo_fill_lora_peft.safetensors             (demo=True) peft, DEMO Fill base, img_in + double blocks
         loras/unmatched_lora.safetensors                  SDXL kohya keys: matches nothing
         vae/tiny_taef1.safetensors                        16-channel TAESD with vae_scale/vae_shift
         vae_approx/taef1_encoder.safetensors              the same TAESD split the way VAELoader's
@@ -718,7 +743,8 @@ def build_model_set(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write synthetic ComfyUI model files for tests.")
     parser.add_argument("--out", required=True, help="output folder (gets diffusion_models/, loras/, vae/, ...)")
-    parser.add_argument("--full", action="store_true", help="also write the ~0.8 GB detectable Fill and FFT models")
+    parser.add_argument("--full", action="store_true",
+                        help="also write the ~0.8 GB detectable Fill and FFT models, an fp8 FFT and their LoRAs")
     parser.add_argument("--force", action="store_true", help="rewrite files even if the manifest says they are current")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
