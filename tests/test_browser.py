@@ -1,18 +1,36 @@
-"""The example workflows in ComfyUI's real frontend: a real server with the pack, headless Debian chromium.
+"""Workflows in ComfyUI's real frontend: a real server with the pack, headless Debian chromium, two frontends.
 
-For every UI-format example workflow (and the nine official ones): the frontend knows every node type (the
-official ones miss only the third-party ``MaskPreview+``), its ``app.graphToPrompt()`` equals the runner's
-conversion (tools/workflow_convert.py), and the prompt passes ComfyUI's own validation with the published model
-file names present. A screenshot of each is saved (``ACE_UPDATE_SCREENSHOTS=1`` copies ours to docs/screenshots/).
+Every test runs once per frontend: the one ComfyUI 0.3.75 pins (``comfyui-frontend-package`` in the host venv)
+and the newest on PyPI (tools/test.sh installs it into ``$ACE_HOST_DIR/frontend-latest``; the server gets
+``--front-end-root``); the test ids name the version. One server per frontend, one page for all workflows:
+
+* our 13 UI-format examples: no missing node types, a screenshot each (``ACE_UPDATE_SCREENSHOTS=1`` copies the
+  pinned frontend's to docs/screenshots/), ``app.graphToPrompt()`` equals the runner's conversion
+  (tools/workflow_convert.py) and the prompt passes ComfyUI's own validation with the published model names;
+* the nine official ACE++ workflows: they miss only the third-party ``MaskPreview+``; the frontend gets a copy
+  without those nodes (and their links), the runner the original with ``drop_types={"MaskPreview+"}``; the
+  prompts must be equal;
+* ComfyUI's own workflow templates (the ``comfyui-workflow-templates`` packages ComfyUI pins) whose node types
+  the server's ``/object_info`` all has (187 of 188 on 0.3.75): the prompts must be equal. The model files
+  they name exist as empty placeholders.
+
+The converter follows the pinned frontend exactly. The newest one differs from it in two known ways, allowed
+only for it (any other difference fails): it no longer sends the frontend-only ``audioUI`` / ``PreviewAny``
+``preview`` widgets (``options.serialize = false``), and it renumbers subgraph nodes whose ids another subgraph
+definition also uses (subgraphDeduplication.ts), so those prompts are compared up to node ids.
 
 Needs /usr/bin/chromium (Debian's package) and tests/browser/node_modules (``npm ci`` there); tools/test.sh
-installs both. Without them the test is skipped locally and fails under CI.
+installs both. Without them (or without the newest frontend) the test is skipped locally and fails under CI.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
+import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -24,11 +42,15 @@ from pathlib import Path
 import pytest
 from paths import OFFICIAL_WORKFLOWS
 
+log = logging.getLogger(__name__)
+
 REPO = Path(__file__).resolve().parent.parent
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 OFFICIAL = OFFICIAL_WORKFLOWS
 SCREENSHOTS = REPO / "docs" / "screenshots"
+HOST_DIR = Path(os.environ.get("ACE_HOST_DIR") or Path.home() / ".cache" / "ace-plus-host")
+LATEST_FRONTEND = HOST_DIR / "frontend-latest"
 PUBLISHED_MODELS = {
     "diffusion_models": ["flux1-fill-dev.safetensors", "ace_plus_fft.safetensors"],
     "loras": ["comfyui_portrait_lora64.safetensors", "comfyui_subject_lora16.safetensors",
@@ -44,6 +66,32 @@ FRONTEND_SETTINGS = {
     "Comfy.Workflow.ShowMissingModelsWarning": False,
     "Comfy.Minimap.Visible": False,
 }
+THIRD_PARTY = "MaskPreview+"
+# Widgets the pinned frontend sends (as "") and the newer ones no longer do: (node type, input).
+UNSENT_BY_NEWER_FRONTENDS = {
+    *((t, "audioUI") for t in ("LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus")),
+    ("PreviewAny", "preview"),
+}
+# Node types only the frontend defines (never in /object_info): notes, reroutes, primitives.
+FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+SAFE_NAME = re.compile(r"^[\w.\- ]+$")
+
+
+def _frontends() -> list:
+    """(static root or None for the pinned one, version) per frontend, the version in the test id."""
+    try:
+        pinned = importlib.metadata.version("comfyui-frontend-package")
+    except importlib.metadata.PackageNotFoundError:
+        pinned = "pinned"
+    params = [pytest.param((None, pinned), id=f"frontend-{pinned}")]
+    dists = list(importlib.metadata.distributions(path=[str(LATEST_FRONTEND)]))
+    latest = next((d.version for d in dists if d.metadata["Name"] == "comfyui_frontend_package"), None)
+    if latest is None:
+        params.append(pytest.param((LATEST_FRONTEND, None), id="frontend-latest-not-installed"))
+    elif latest != pinned:
+        params.append(pytest.param((LATEST_FRONTEND / "comfyui_frontend_package" / "static", latest),
+                                   id=f"frontend-{latest}"))
+    return params
 
 
 def _example_workflows() -> list[Path]:
@@ -51,7 +99,72 @@ def _example_workflows() -> list[Path]:
     return [f for f in files if "nodes" in json.loads(f.read_text())]
 
 
-def _require_browser():
+def _official_workflows() -> list[Path]:
+    return sorted(OFFICIAL.glob("*.json")) if OFFICIAL.is_dir() else []
+
+
+def _templates() -> dict[str, tuple[Path, dict]]:
+    """ComfyUI's workflow templates (id -> file, workflow), found through the package's own manifest API."""
+    try:
+        from comfyui_workflow_templates import get_asset_path, iter_templates
+    except ImportError:
+        return {}
+    out = {}
+    for entry in iter_templates():
+        try:
+            path = get_asset_path(entry.template_id, f"{entry.template_id}.json")
+        except FileNotFoundError:
+            continue
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        if isinstance(doc, dict) and isinstance(doc.get("nodes"), list):
+            out[entry.template_id] = (Path(path), doc)
+    return out
+
+
+def _all_nodes(doc: dict) -> list[dict]:
+    nodes = list(doc.get("nodes") or [])
+    for sg in (doc.get("definitions") or {}).get("subgraphs") or []:
+        nodes += sg.get("nodes") or []
+    return nodes
+
+
+def _node_types_supported(doc: dict, object_info: dict) -> bool:
+    subgraph_ids = {sg.get("id") for sg in (doc.get("definitions") or {}).get("subgraphs") or []}
+    types = {n.get("type") for n in _all_nodes(doc)} - subgraph_ids - FRONTEND_ONLY_TYPES
+    return types <= object_info.keys()
+
+
+def _template_models(templates: dict[str, tuple[Path, dict]]) -> set[tuple[str, str]]:
+    """The model files the templates name (``properties.models``): (folder, file name)."""
+    out = set()
+    for _, doc in templates.values():
+        for node in _all_nodes(doc):
+            for model in (node.get("properties") or {}).get("models") or []:
+                folder, name = model.get("directory"), model.get("name")
+                if isinstance(folder, str) and isinstance(name, str) and SAFE_NAME.match(folder) and \
+                        SAFE_NAME.match(name):
+                    out.add((folder, name))
+    return out
+
+
+def _without_type(doc: dict, node_type: str) -> dict:
+    """The workflow as if the nodes of ``node_type`` had been deleted in the editor (schema 0.4, root graph)."""
+    gone = {n["id"] for n in doc["nodes"] if n["type"] == node_type}
+    dead = {link[0] for link in doc.get("links") or [] if link[1] in gone or link[3] in gone}
+    out = json.loads(json.dumps(doc))
+    out["nodes"] = [n for n in out["nodes"] if n["id"] not in gone]
+    out["links"] = [link for link in out.get("links") or [] if link[0] not in dead]
+    for node in out["nodes"]:
+        for socket_ in node.get("inputs") or []:
+            if socket_.get("link") in dead:
+                socket_["link"] = None
+        for socket_ in node.get("outputs") or []:
+            if socket_.get("links"):
+                socket_["links"] = [x for x in socket_["links"] if x not in dead]
+    return out
+
+
+def _require_browser(latest_missing: bool):
     missing = []
     if not CHROMIUM.exists():
         missing.append(f"{CHROMIUM} (apt-get install chromium)")
@@ -59,6 +172,8 @@ def _require_browser():
         missing.append("tests/browser/node_modules (npm ci in tests/browser)")
     if shutil.which("node") is None:
         missing.append("node")
+    if latest_missing:
+        missing.append(f"the newest comfyui-frontend-package in {LATEST_FRONTEND} (bash tools/setup_host.sh)")
     if missing:
         message = "browser test needs " + ", ".join(missing)
         if os.environ.get("CI"):
@@ -72,28 +187,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, comfy_host, tiny_models):
-    """A real ComfyUI server (its own process, CPU) with the pack in custom_nodes and the published model names."""
-    _require_browser()
+def templates() -> dict[str, tuple[Path, dict]]:
+    return _templates()
+
+
+@pytest.fixture(scope="module", params=_frontends())
+def server(request, tmp_path_factory, comfy_host, tiny_models, templates):
+    """A real ComfyUI server (its own process, CPU) with the pack in custom_nodes, the published model names and
+    the templates' model names, serving one frontend. Yields url, base (dir), version, pinned, object_info."""
+    root, version = request.param
+    _require_browser(version is None)
     base = tmp_path_factory.mktemp("browser_server")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "ace_plus").symlink_to(REPO, target_is_directory=True)
     settings = base / "user" / "default"
     settings.mkdir(parents=True)
     (settings / "comfy.settings.json").write_text(json.dumps(FRONTEND_SETTINGS))
-    # The published file names, as empty placeholders: the frontend and validation only list names.
-    for folder, names in PUBLISHED_MODELS.items():
+    # The model file names, as empty placeholders: the frontend and validation only list names.
+    models = {(folder, name) for folder, names in PUBLISHED_MODELS.items() for name in names}
+    for folder, name in models | _template_models(templates):
         (base / "models" / folder).mkdir(parents=True, exist_ok=True)
-        for name in names:
-            (base / "models" / folder / name).write_bytes(b"")
+        (base / "models" / folder / name).write_bytes(b"")
     port = _free_port()
-    log = open(base / "server.log", "w")  # noqa: SIM115 (closed in the finalizer)
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--disable-auto-launch", "--base-directory", str(base)],
-        cwd=comfy_host.comfy_dir, stdout=log, stderr=subprocess.STDOUT,
-    )
+    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--disable-auto-launch", "--base-directory", str(base)]
+    if root is not None:
+        cmd += ["--front-end-root", str(root)]
+    server_log = open(base / "server.log", "w")  # noqa: SIM115 (closed in the finalizer)
+    proc = subprocess.Popen(cmd, cwd=comfy_host.comfy_dir, stdout=server_log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 120
@@ -107,23 +234,15 @@ def server(tmp_path_factory, comfy_host, tiny_models):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("ComfyUI server did not start:\n" + (base / "server.log").read_text()[-3000:])
             time.sleep(0.5)
-        yield url, base
+        yield {"url": url, "base": base, "version": version, "pinned": root is None,
+               "object_info": _get_json(url + "object_info")}
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
-
-
-def _run_browser(url: str, out: Path, files: list[Path]) -> dict:
-    result = subprocess.run(
-        ["node", str(BROWSER_DIR / "check_workflows.mjs"), url, str(out), *map(str, files)],
-        capture_output=True, text=True, timeout=600, cwd=BROWSER_DIR,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return {r["file"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+        server_log.close()
 
 
 def _without_meta(prompt: dict) -> dict:
@@ -131,47 +250,77 @@ def _without_meta(prompt: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def browser_results(server, tmp_path_factory):
-    url, _ = server
-    files = _example_workflows() + (sorted(OFFICIAL.glob("*.json")) if OFFICIAL.is_dir() else [])
-    if not files:
-        pytest.skip("no UI-format workflows found (examples not generated, official ones not beside the repo)")
+def browser_results(server, templates, tmp_path_factory):
+    """Every workflow through the frontend in one page: {"examples"|"official"|"templates": {name: result}}."""
+    url, object_info = server["url"], server["object_info"]
     out = tmp_path_factory.mktemp("browser_out")
-    results = _run_browser(url, out, files)
-    if os.environ.get("ACE_UPDATE_SCREENSHOTS"):
+    jobs_dir = out / "jobs"
+    jobs_dir.mkdir()
+    jobs, groups = [], {}
+    for f in _example_workflows():
+        jobs.append({"file": str(f), "name": f"{f.parent.name}__{f.stem}", "screenshot": True})
+        groups[jobs[-1]["name"]] = ("examples", f.stem)
+    for f in _official_workflows():
+        copy_ = jobs_dir / f"official__{f.name}"
+        copy_.write_text(json.dumps(_without_type(json.loads(f.read_text()), THIRD_PARTY)))
+        jobs.append({"file": str(copy_), "name": copy_.stem, "screenshot": False})
+        groups[copy_.stem] = ("official", f.name)
+    for template_id, (path, doc) in templates.items():
+        if _node_types_supported(doc, object_info):
+            jobs.append({"file": str(path), "name": f"template__{template_id}", "screenshot": False})
+            groups[jobs[-1]["name"]] = ("templates", template_id)
+    (out / "jobs.json").write_text(json.dumps(jobs))
+    result = subprocess.run(
+        ["node", str(BROWSER_DIR / "check_workflows.mjs"), url, str(out), str(out / "jobs.json")],
+        capture_output=True, text=True, timeout=600, cwd=BROWSER_DIR,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    raw = json.loads((out / "results.json").read_text())
+    by_group: dict[str, dict] = {"examples": {}, "official": {}, "templates": {}}
+    for r in raw["results"]:
+        group, key = groups[r["name"]]
+        by_group[group][key] = r
+    log.info("frontend %s: %d examples, %d official workflows, %d of %d templates loaded", raw["frontendVersion"],
+             len(by_group["examples"]), len(by_group["official"]), len(by_group["templates"]), len(templates))
+    if os.environ.get("ACE_UPDATE_SCREENSHOTS") and server["pinned"]:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         from PIL import Image
 
         for f in _example_workflows():
-            with Image.open(out / f"{f.stem}.png") as im:
+            with Image.open(out / f"{f.parent.name}__{f.stem}.png") as im:
                 im.convert("RGB").save(SCREENSHOTS / f"{f.parent.name}__{f.stem}.jpg", quality=80)
-    return results, out
+    return {"version": raw["frontendVersion"], "out": out, "object_info": object_info, **by_group}
+
+
+def test_the_frontend_is_the_one_asked_for(browser_results, server):
+    assert browser_results["version"] == server["version"]
 
 
 def test_example_workflows_have_no_missing_nodes(browser_results):
-    results, out = browser_results
     examples = _example_workflows()
     if not examples:
         pytest.skip("no UI-format example workflows yet")
     for f in examples:
-        r = results[str(f)]
-        assert r["missing"] == [], f"{f.name}: missing node types {r['missing']}"
+        r = browser_results["examples"][f.stem]
+        assert r["missing"] == [] and "error" not in r, f"{f.name}: missing node types {r['missing']} {r.get('error')}"
         assert r["nodeCount"] > 0 and r["output"], f"{f.name}: the frontend produced no prompt"
-        assert (out / f"{f.stem}.png").stat().st_size > 10_000
+        assert (browser_results["out"] / f"{f.parent.name}__{f.stem}.png").stat().st_size > 10_000
 
 
 def test_official_workflows_miss_only_the_third_party_preview(browser_results):
     if not OFFICIAL.is_dir():
         pytest.skip("official workflows not available")
-    results, _ = browser_results
-    for f in sorted(OFFICIAL.glob("*.json")):
-        assert set(results[str(f)]["missing"]) <= {"MaskPreview+"}, f.name
+    known = browser_results["object_info"].keys() | FRONTEND_ONLY_TYPES
+    for f in _official_workflows():
+        types = {n["type"] for n in json.loads(f.read_text())["nodes"]}
+        assert types - known == {THIRD_PARTY}, f.name  # and the comparison below really drops something
+        r = browser_results["official"][f.name]
+        assert r["missing"] == [] and "error" not in r, f"{f.name}: {r['missing']} {r.get('error')}"
 
 
 def test_frontend_prompt_equals_the_runner_conversion_and_validates(browser_results, comfy_host, server):
     workflow_convert = pytest.importorskip("workflow_convert")
-    results, _ = browser_results
-    _, base = server
+    base = server["base"]
     for folder in PUBLISHED_MODELS:
         comfy_host.add_model_dir(folder, base / "models" / folder)
     object_info = comfy_host.object_info()
@@ -179,7 +328,76 @@ def test_frontend_prompt_equals_the_runner_conversion_and_validates(browser_resu
         for img in (f.parent / "inputs").glob("*"):
             if img.is_file() and img.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
                 shutil.copy(img, comfy_host.input_dir / img.name)
-        frontend = _without_meta(results[str(f)]["output"])
-        ours = _without_meta(workflow_convert.ui_to_api(json.loads(f.read_text()), object_info))
-        assert ours == frontend, f"{f.name}: runner conversion differs from the frontend's graphToPrompt"
-        comfy_host.validate(frontend)
+        frontend = browser_results["examples"][f.stem]["output"]
+        ours = workflow_convert.ui_to_api(json.loads(f.read_text()), object_info)
+        assert _without_meta(ours) == _without_meta(frontend), f"{f.name}: {_difference(ours, frontend, True)}"
+        comfy_host.validate(_without_meta(frontend))
+
+
+def test_official_workflows_convert_like_the_frontend(browser_results, server):
+    workflow_convert = pytest.importorskip("workflow_convert")
+    if not OFFICIAL.is_dir():
+        pytest.skip("official workflows not available")
+    object_info = server["object_info"]
+    for f in _official_workflows():
+        frontend = browser_results["official"][f.name]["output"]
+        ours = workflow_convert.ui_to_api(json.loads(f.read_text()), object_info, drop_types={THIRD_PARTY})
+        assert _without_meta(ours) == _without_meta(frontend), f"{f.name}: {_difference(ours, frontend, True)}"
+
+
+def _signatures(prompt: dict) -> dict[str, str]:
+    """A signature per node that ignores node ids: its class, its values and, per link, the origin's signature
+    and output slot. The same sorted signatures = the same graph up to renumbering."""
+    memo: dict[str, str] = {}
+
+    def sig(key: str) -> str:
+        if key not in memo:
+            items = []
+            for name, value in sorted(prompt[key]["inputs"].items()):
+                if isinstance(value, list) and len(value) == 2 and value[0] in prompt:
+                    items.append([name, "link", sig(value[0]), value[1]])
+                else:
+                    items.append([name, json.dumps(value, sort_keys=True)])
+            memo[key] = hashlib.sha256(json.dumps([prompt[key]["class_type"], items]).encode()).hexdigest()
+        return memo[key]
+
+    return {k: sig(k) for k in prompt}
+
+
+def _difference(ours: dict, frontend: dict, pinned: bool) -> str | None:
+    """None when the runner's prompt is the frontend's (for a newer frontend: up to its known changes)."""
+    ours, frontend = _without_meta(ours), _without_meta(frontend)
+    if not pinned:
+        for entry in ours.values():
+            for name in [n for n in entry["inputs"] if (entry["class_type"], n) in UNSENT_BY_NEWER_FRONTENDS]:
+                del entry["inputs"][name]
+        a, b = _signatures(ours), _signatures(frontend)
+        root = {k for k in ours if ":" not in k}
+        if root == {k for k in frontend if ":" not in k} and all(a[k] == b[k] for k in root) and \
+                sorted(a.values()) == sorted(b.values()):
+            return None  # equal, or only nodes inside subgraphs renumbered
+    for key in sorted(ours.keys() | frontend.keys()):
+        a, b = ours.get(key), frontend.get(key)
+        if a != b:
+            return f"node {key}: ours {json.dumps(a)[:400]} / frontend {json.dumps(b)[:400]}"
+    return None
+
+
+def test_core_templates_convert_like_the_frontend(browser_results, templates, server):
+    """Every template that uses only node types the server has converts exactly as graphToPrompt does."""
+    workflow_convert = pytest.importorskip("workflow_convert")
+    if not templates:
+        pytest.skip("comfyui-workflow-templates is not installed (ComfyUI's requirements.txt pins it)")
+    object_info = server["object_info"]
+    compared = browser_results["templates"]
+    assert len(compared) >= 100, f"only {len(compared)} of {len(templates)} templates use core nodes only"
+    failures = []
+    for template_id, r in sorted(compared.items()):
+        if "error" in r or r["missing"]:
+            failures.append(f"{template_id}: the frontend failed: {r['missing']} {r.get('error', '')[:300]}")
+            continue
+        ours = workflow_convert.ui_to_api(templates[template_id][1], object_info)
+        difference = _difference(ours, r["output"], server["pinned"])
+        if difference:
+            failures.append(f"{template_id}: {difference}")
+    assert not failures, f"{len(failures)} of {len(compared)} templates differ:\n" + "\n".join(failures)

@@ -392,8 +392,91 @@ def case_subgraph_promoted_widget():
     return doc, expected
 
 
+def case_core_extension_widgets():
+    """Widgets the frontend's core extensions add (uploadAudio.ts, load3d.ts, saveMesh.ts, previewAny.ts): the
+    audio nodes' ``audioUI``, Preview3D/SaveGLB's ``image`` and PreviewAny's ``preview`` are sent as "" whatever
+    was saved; LoadAudio's upload button is not sent. Seen so in ComfyUI's templates with frontend 1.32.9."""
+    doc = ui(
+        [
+            node(1, "LoadAudio", ["voice.wav", "stale", None], outputs=[out("AUDIO", "AUDIO", [1])]),
+            node(2, "SaveAudioMP3", ["audio/ComfyUI", "128k"], inputs=[inp("audio", "AUDIO", 1)]),
+            node(3, "Preview3D", ["mesh/ComfyUI_00001_.glb", "stale"], outputs=[]),
+            node(4, "SaveGLB", ["mesh/ace", "stale"], inputs=[inp("mesh", "MESH", None)]),
+            node(5, "PrimitiveString", ["shown"], outputs=[out("STRING", "STRING", [2])]),
+            node(6, "PreviewAny", [None], inputs=[inp("source", "*", 2)]),
+        ],
+        [[1, 1, 0, 2, 0, "AUDIO"], [2, 5, 0, 6, 0, "STRING"]],
+    )
+    expected = {
+        "1": {"class_type": "LoadAudio", "inputs": {"audio": "voice.wav", "audioUI": ""}},
+        "2": {"class_type": "SaveAudioMP3", "inputs": {"filename_prefix": "audio/ComfyUI", "quality": "128k",
+                                                       "audioUI": "", "audio": ["1", 0]}},
+        "3": {"class_type": "Preview3D", "inputs": {"model_file": "mesh/ComfyUI_00001_.glb", "image": ""}},
+        "4": {"class_type": "SaveGLB", "inputs": {"filename_prefix": "mesh/ace", "image": ""}},
+        "5": {"class_type": "PrimitiveString", "inputs": {"value": "shown"}},
+        "6": {"class_type": "PreviewAny", "inputs": {"preview": "", "source": ["5", 0]}},
+    }
+    return doc, expected
+
+
+def case_subgraph_sockets_by_name():
+    """A subgraph instance saved with fewer sockets than its definition has inputs, in another order (newer
+    frontends save only the non-widget ones, as ComfyUI's own 'subgraphed' templates do): its sockets are
+    matched to the definition's inputs by name, and its widgets_values fill the promoted widgets, one per input
+    that feeds a widget inside, in the definition's input order."""
+    sg_id = "7e3d9c1a-44b2-4c55-9a0e-2f6b8d1c3e77"
+    doc = ui(
+        [
+            node(1, "CLIPLoader", ["clip_l_random.safetensors", "stable_diffusion", "default"],
+                 outputs=[out("CLIP", "CLIP", [1])]),
+            node(2, sg_id, [9.5, "a cat"], inputs=[inp("clip", "CLIP", 1)],
+                 outputs=[out("CONDITIONING", "CONDITIONING", [2])],
+                 properties={"proxyWidgets": [["-1", "guidance"], ["-1", "text"]]}),
+            node(3, "ConditioningZeroOut", None, inputs=[inp("conditioning", "CONDITIONING", 2)],
+                 outputs=[out("CONDITIONING", "CONDITIONING", [])]),
+        ],
+        [[1, 1, 0, 2, 0, "CLIP"], [2, 2, 0, 3, 0, "CONDITIONING"]],
+    )
+    doc["definitions"] = {"subgraphs": [{
+        "id": sg_id, "version": 1, "name": "Guided prompt", "revision": 0, "config": {},
+        "state": {"lastGroupId": 0, "lastNodeId": 5, "lastLinkId": 5, "lastRerouteId": 0},
+        "inputNode": {"id": -10, "bounding": [0, 0, 120, 60]},
+        "outputNode": {"id": -20, "bounding": [600, 0, 120, 60]},
+        "inputs": [{"id": "in-0", "name": "guidance", "type": "FLOAT", "linkIds": [3]},
+                   {"id": "in-1", "name": "clip", "type": "CLIP", "linkIds": [1]},
+                   {"id": "in-2", "name": "text", "type": "STRING", "linkIds": [5]}],
+        "outputs": [{"id": "out-0", "name": "CONDITIONING", "type": "CONDITIONING", "linkIds": [4]}],
+        "widgets": [],
+        "nodes": [
+            node(4, "CLIPTextEncode", ["hello"], inputs=[inp("clip", "CLIP", 1), inp("text", "STRING", 5, True)],
+                 outputs=[out("CONDITIONING", "CONDITIONING", [2])]),
+            node(5, "FluxGuidance", [3.5], inputs=[inp("conditioning", "CONDITIONING", 2),
+                                                   inp("guidance", "FLOAT", 3, widget=True)],
+                 outputs=[out("CONDITIONING", "CONDITIONING", [4])]),
+        ],
+        "links": [
+            {"id": 1, "origin_id": -10, "origin_slot": 1, "target_id": 4, "target_slot": 0, "type": "CLIP"},
+            {"id": 2, "origin_id": 4, "origin_slot": 0, "target_id": 5, "target_slot": 0, "type": "CONDITIONING"},
+            {"id": 3, "origin_id": -10, "origin_slot": 0, "target_id": 5, "target_slot": 1, "type": "FLOAT"},
+            {"id": 4, "origin_id": 5, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "CONDITIONING"},
+            {"id": 5, "origin_id": -10, "origin_slot": 2, "target_id": 4, "target_slot": 1, "type": "STRING"},
+        ],
+        "groups": [], "extra": {},
+    }]}
+    expected = {
+        "1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_l_random.safetensors",
+                                                       "type": "stable_diffusion", "device": "default"}},
+        "2:4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 0]}},
+        "2:5": {"class_type": "FluxGuidance", "inputs": {"guidance": 9.5, "conditioning": ["2:4", 0]}},
+        "3": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["2:5", 0]}},
+    }
+    return doc, expected
+
+
 CASES = {
     "widgets": case_widgets,
+    "core_extension_widgets": case_core_extension_widgets,
+    "subgraph_sockets_by_name": case_subgraph_sockets_by_name,
     "primitive_reroute": case_primitive_reroute,
     "bypass_mute": case_bypass_mute,
     "bypass_slot_rules": case_bypass_slot_rules,

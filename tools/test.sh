@@ -15,6 +15,19 @@ fi
 if command -v npm >/dev/null; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The browser test's second frontend: the newest comfyui-frontend-package, beside the pinned one (not in the
+# venv; served with --front-end-root). Cached; refreshed when older than a week. ComfyUI's templates come with
+# its requirements.txt (setup_host.sh).
+latest_fe=$host/frontend-latest
+if [ ! -d "$latest_fe/comfyui_frontend_package" ] || [ -n "$(find "$latest_fe" -maxdepth 0 -mtime +7)" ]; then
+  tmp=$(mktemp -d "$host/frontend-latest.XXXXXX")
+  if "$py" -m pip install --disable-pip-version-check -q --no-deps --target "$tmp" comfyui-frontend-package; then
+    rm -rf "$latest_fe" && mv "$tmp" "$latest_fe" && touch "$latest_fe"
+  else
+    rm -rf "$tmp"
+    echo "   newest comfyui-frontend-package not installed: the browser test skips it (fails under CI)"
+  fi
+fi
 
 echo "== ruff"
 "$py" -m ruff check .

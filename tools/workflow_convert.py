@@ -12,7 +12,12 @@ ComfyUI 0.3.75 pins: ``src/utils/executionUtil.ts``, ``ExecutableNodeDTO``, ``li
   ``control_after_generate`` (or, when the flag is absent, named ``seed``/``noise_seed``) get a frontend-only
   "control_after_generate" widget right after them; a COMBO flagged so gets that and a "control_filter_list"
   widget. A media combo flagged ``image_upload``/``video_upload``/``animated_image_upload`` in ``required``
-  gets an "upload" button widget after all the others (its value, ``"image"``, is saved in ``widgets_values``).
+  gets an "upload" button widget after all the others (its value, ``"image"``, is saved in ``widgets_values``),
+  an ``audio`` combo flagged ``audio_upload`` an AUDIOUPLOAD one. The core extensions' extra widgets take a
+  slot too: ``audioUI`` on the audio load/save/preview nodes and ``image`` on ``Preview3D``/``SaveGLB``, sent
+  as ``""`` whatever was saved (the newer frontends no longer send ``audioUI``), and ``PreviewAny`` gets a
+  ``preview`` text widget (sent as ``""``). Widgets with ``serialize = false`` (``audioUI``, ``preview``) take no
+  slot when ``widgets_values`` are loaded.
   ``widgets_values`` fill the widgets in that order; widgets without a saved value keep their default (e.g.
   ``DualCLIPLoader``'s newer ``device``). The frontend-only widgets take a slot but are never sent. List
   values are sent as ``{"__value__": [...]}`` (a bare list would read as a link).
@@ -30,10 +35,12 @@ ComfyUI 0.3.75 pins: ``src/utils/executionUtil.ts``, ``ExecutableNodeDTO``, ``li
   (handled from its saved sockets) or its type is in ``drop_types``: a dropped node is removed like a muted
   one, with the links from it (for third-party preview nodes such as ``MaskPreview+``).
 * **Subgraphs** (``definitions.subgraphs``) are flattened: inner nodes get the frontend's execution ids
-  ``"<subgraph node id>:<inner id>"``; links into and out of the subgraph follow the instance's sockets. An
-  unconnected subgraph input that feeds a widget inside uses the instance's promoted widget value when the
-  instance saved one for it, else the inner widget's own value. Legacy **group nodes** (``extra.groupNodes``,
-  types ``workflow>NAME``) raise :class:`UnsupportedWorkflow` (convert them to subgraphs in the frontend).
+  ``"<subgraph node id>:<inner id>"``; links into and out of the subgraph follow the instance's sockets, which
+  are matched to the definition's inputs by name. An unconnected subgraph input that feeds a widget inside
+  uses the instance's promoted widget value (``widgets_values`` in the order of the inputs that feed widgets)
+  when the instance saved one for it, else the inner widget's own value. Legacy **group nodes**
+  (``extra.groupNodes``, types ``workflow>NAME``) raise :class:`UnsupportedWorkflow` (convert them to
+  subgraphs in the frontend).
 
 Not replicated: widget text replacement (``%Node.widget%`` when a primitive's "Run widget replace on values"
 is on), custom-node JavaScript that changes widgets or serialisation, frontend "control before generate" mode
@@ -82,6 +89,17 @@ WIDGET_TYPES = frozenset({
 #: Frontend-only node types: never sent to the server.
 VIRTUAL_NODE_TYPES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
 _MEDIA_UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
+#: Widget inputs the frontend's core extensions add to some node types (``beforeRegisterNodeDef`` in
+#: uploadAudio.ts, load3d.ts, saveMesh.ts): DOM widgets that report their element's state (``""`` here),
+#: whatever was saved; they are sent. ``audioUI`` has ``serialize = false`` (no ``widgets_values`` slot).
+_EXTENSION_WIDGETS = {
+    **dict.fromkeys(("LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus"),
+                    ("audioUI", "AUDIO_UI")),
+    "Preview3D": ("image", "PREVIEW_3D"),
+    "SaveGLB": ("image", "PREVIEW_3D"),
+}
+_DOM_VALUE_TYPES = frozenset({"AUDIO_UI", "PREVIEW_3D"})
+_UNSAVED_TYPES = frozenset({"AUDIO_UI"})
 _SUBGRAPH_INPUT_ID, _SUBGRAPH_OUTPUT_ID = -10, -20
 
 
@@ -142,6 +160,8 @@ class _Widget:
     name: str
     value: Any
     send: bool = True  # False: frontend-only (options.serialize === false)
+    slot: bool = True  # False: widget.serialize === false, it takes no widgets_values slot when loaded
+    settable: bool = True  # False: a DOM widget that ignores the value it is given
     dynamic_prompts: bool = False  # STRING with dynamicPrompts: {a|b} is resolved when queued
 
 
@@ -196,6 +216,9 @@ def _input_specs(definition: Mapping) -> list[_Spec]:
         for name, raw in (groups.get(section) or {}).items():
             specs[name] = _spec(name, raw, section == "optional")
         if section == "required":
+            extension = _EXTENSION_WIDGETS.get(str(definition.get("name")))
+            if extension is not None and extension[0] not in specs:
+                specs[extension[0]] = _Spec(extension[0], extension[1], {}, False)
             upload = _upload_spec(groups.get("required") or {})
             if upload is not None:
                 specs["upload"] = upload
@@ -223,13 +246,18 @@ def _spec(name: str, raw: Any, optional: bool) -> _Spec:
 
 
 def _upload_spec(required: Mapping) -> _Spec | None:
-    """uploadImage.ts: the first media combo in ``required`` gets an IMAGEUPLOAD button input named 'upload'."""
+    """uploadImage.ts: the first media combo in ``required`` gets an IMAGEUPLOAD button input named 'upload';
+    uploadAudio.ts: an ``audio`` input flagged ``audio_upload`` gets an AUDIOUPLOAD one."""
     for name, raw in required.items():
         if not isinstance(raw, (list, tuple)) or len(raw) < 2 or not isinstance(raw[1], dict):
             continue
         is_combo = isinstance(raw[0], (list, tuple)) or raw[0] == "COMBO"
         if is_combo and any(raw[1].get(flag) is True for flag in _MEDIA_UPLOAD_FLAGS):
             return _Spec("upload", "IMAGEUPLOAD", {**raw[1], "imageInputName": name}, False)
+    audio = required.get("audio")
+    if isinstance(audio, (list, tuple)) and len(audio) > 1 and isinstance(audio[1], dict) and \
+            audio[1].get("audio_upload") is True:
+        return _Spec("upload", "AUDIOUPLOAD", {}, False)
     return None
 
 
@@ -271,7 +299,8 @@ def _build_widgets(specs: list[_Spec]) -> list[_Widget]:
         wtype = _widget_type(spec)
         if wtype is None:
             continue
-        widgets.append(_Widget(spec.name, _default(spec, wtype), send=wtype != "IMAGEUPLOAD",
+        widgets.append(_Widget(spec.name, _default(spec, wtype), send=wtype not in ("IMAGEUPLOAD", "AUDIOUPLOAD"),
+                               slot=wtype not in _UNSAVED_TYPES, settable=wtype not in _DOM_VALUE_TYPES,
                                dynamic_prompts=wtype == "STRING" and spec.options.get("dynamicPrompts") is True))
         if _has_control(spec, wtype):
             control = spec.options.get("control_after_generate")
@@ -303,12 +332,14 @@ def _assign_widget_values(node: _Node, specs: list[_Spec], raw_values: Any) -> N
         return
     if isinstance(raw_values, dict):  # some custom nodes save a dict; match by name
         for w in node.widgets:
-            if w.name in raw_values:
+            if w.name in raw_values and w.slot and w.settable:
                 w.value = raw_values[w.name]
         return
     values = _migrate_widget_values(specs, node.widgets, list(raw_values))
-    for widget, value in zip(node.widgets, values, strict=False):
-        widget.value = value
+    # LGraphNode.configure: the values fill the widgets that serialize, in order.
+    for widget, value in zip([w for w in node.widgets if w.slot], values, strict=False):
+        if widget.settable:
+            widget.value = value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,6 +394,11 @@ def _make_node(raw: dict, graph: _Graph, object_info: Mapping, subgraphs: Mappin
     if ntype in subgraphs:
         node = from_saved(known=True)
         node.subgraph = subgraphs[ntype]
+        # litegraphService: an instance's sockets follow the definition's inputs, saved ones matched by name.
+        saved_by_name = {i.name: i for i in node.inputs}
+        node.inputs = [saved_by_name.pop(str(i.get("name")), None) or _Input(str(i.get("name")),
+                                                                              str(i.get("type", "*")), None)
+                       for i in subgraphs[ntype].get("inputs") or []] + list(saved_by_name.values())
         node.title = raw.get("title") or subgraphs[ntype].get("name") or ntype
         node.output_types = [str(o.get("type", "*")) for o in subgraphs[ntype].get("outputs") or []] or \
             node.output_types
@@ -392,6 +428,8 @@ def _make_node(raw: dict, graph: _Graph, object_info: Mapping, subgraphs: Mappin
     output_types += [str(o.get("type", "*")) for o in saved_outputs[len(output_types):]]
     node = _Node(exec_id, ntype, mode, raw.get("title") or definition.get("display_name") or ntype, inputs,
                  output_types, widgets=_build_widgets(specs), graph=graph, raw=raw)
+    if ntype == "PreviewAny":  # previewAny.ts adds a read-only text widget when the node is created
+        node.widgets.append(_Widget("preview", "", slot=False))
     _assign_widget_values(node, specs, raw.get("widgets_values"))
     return node
 
@@ -533,11 +571,21 @@ class _Converter:
             return values.get(name, _NOTHING)
         if not isinstance(values, list):
             return _NOTHING
-        # Promoted widgets are in input order, one per subgraph input that has a widget socket on the instance.
-        widget_inputs = [i.name for i in instance.inputs if i.widget]
+        # SubgraphNode: one promoted widget per subgraph input that feeds a widget inside, in input order.
+        widget_inputs = [str(i.get("name")) for i in sg_inputs if self._feeds_widget(instance, i)]
         if name in widget_inputs and widget_inputs.index(name) < len(values):
             return values[widget_inputs.index(name)]
         return _NOTHING
+
+    @staticmethod
+    def _feeds_widget(instance: _Node, sg_input: Mapping) -> bool:
+        for link_id in sg_input.get("linkIds") or []:
+            link = instance.inner.links.get(int(link_id)) if instance.inner else None
+            target = instance.inner.nodes.get(str(link.target_id)) if link else None
+            socket = next((i for i in target.inputs if i.link == link.id), None) if target else None
+            if socket is not None and socket.widget:
+                return True
+        return False
 
     # --- the prompt ------------------------------------------------------------------------------------
     def prompt(self, meta: bool, rng: random.Random | None) -> dict:

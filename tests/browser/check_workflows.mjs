@@ -1,15 +1,18 @@
 // TEST ONLY: load workflows into ComfyUI's real frontend in headless Debian chromium and report what it sees.
 //
-//   node check_workflows.mjs URL OUT_DIR WORKFLOW.json [...]
+//   node check_workflows.mjs URL OUT_DIR JOBS.json
 //
-// For every workflow: the node types the frontend does not know, the API prompt of app.graphToPrompt(), and a
-// screenshot (OUT_DIR/<name>.png). Results go to OUT_DIR/results.json. Never downloads a browser: it drives
-// /usr/bin/chromium (override with CHROMIUM).
+// JOBS.json: [{"file": PATH, "name": NAME, "screenshot": true|false}, ...]. All workflows are loaded one after the
+// other into one page. For each: the node types the frontend does not know, the API prompt of
+// app.graphToPrompt() (or the error it threw) and, when asked, a screenshot (OUT_DIR/<name>.png). Results go to
+// OUT_DIR/results.json with the frontend's version. Never downloads a browser: it drives /usr/bin/chromium
+// (override with CHROMIUM).
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
 
-const [url, outDir, ...files] = process.argv.slice(2);
+const [url, outDir, jobsFile] = process.argv.slice(2);
+const jobs = JSON.parse(fs.readFileSync(jobsFile, "utf8"));
 fs.mkdirSync(outDir, { recursive: true });
 const userDataDir = fs.mkdtempSync(path.join(outDir, "profile-"));
 const context = await chromium.launchPersistentContext(userDataDir, {
@@ -19,48 +22,76 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   args: [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+    // No WebGL: the 3D preview widgets then stay empty instead of rendering in software (slow, not compared).
+    "--disable-3d-apis", "--mute-audio",
   ],
 });
 const page = context.pages()[0] || (await context.newPage());
 const consoleErrors = [];
 page.on("console", (msg) => { if (msg.type() === "error") consoleErrors.push(msg.text()); });
+page.on("pageerror", (err) => consoleErrors.push(`pageerror: ${err.message}`));
 await page.goto(url, { waitUntil: "load", timeout: 60000 });
 await page.waitForFunction(() => window.app && window.app.graph && window.LiteGraph, null, { timeout: 60000 });
 // Dismiss first-run banners/dialogs if any (no network: nothing else to do with them).
 await page.keyboard.press("Escape");
+const frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ || null);
 
 const results = [];
-for (const file of files) {
-  const name = path.basename(file, ".json");
-  const workflow = JSON.parse(fs.readFileSync(file, "utf8"));
-  const result = await page.evaluate(async (wf) => {
+let small = false;
+for (const job of jobs) {
+  if (!job.screenshot && !small) {
+    // The rest is compared, not looked at: a small window draws less.
+    await page.setViewportSize({ width: 800, height: 600 });
+    small = true;
+  }
+  const started = Date.now();
+  const workflow = JSON.parse(fs.readFileSync(job.file, "utf8"));
+  const result = await page.evaluate(async ({ wf, fit }) => {
+    // Draw the canvas only for screenshots: redrawing big graphs every frame slows the loop down.
+    if (window.app.canvas) window.app.canvas.pause_rendering = !fit;
     const known = window.LiteGraph.registered_node_types;
-    const missing = [...new Set(wf.nodes.map((n) => n.type).filter((t) => !known[t]))];
-    await window.app.loadGraphData(wf);
-    const graph = window.app.graph;
-    const nodes = graph._nodes || graph.nodes || [];
-    const prompt = await window.app.graphToPrompt();
-    // Fit the graph into the view, but never below 0.6 zoom (the canvas stops drawing node text there).
-    const canvas = window.app.canvas;
-    if (canvas && canvas.ds && nodes.length) {
-      let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
-      for (const n of nodes) {
-        x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
-        x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+    const subgraphs = (wf.definitions && wf.definitions.subgraphs) || [];
+    const types = [...wf.nodes, ...subgraphs.flatMap((sg) => sg.nodes || [])].map((n) => n.type);
+    const ids = new Set(subgraphs.map((sg) => sg.id));
+    const missing = [...new Set(types.filter((t) => !known[t] && !ids.has(t)))];
+    try {
+      await window.app.loadGraphData(wf);
+      const graph = window.app.graph;
+      const nodes = graph._nodes || graph.nodes || [];
+      const prompt = await window.app.graphToPrompt();
+      // Fit the graph into the view, but never below 0.6 zoom (the canvas stops drawing node text there).
+      const canvas = window.app.canvas;
+      if (fit && canvas && canvas.ds && nodes.length) {
+        let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+        for (const n of nodes) {
+          x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - 30);
+          x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+        }
+        const el = canvas.canvas;
+        const scale = Math.max(0.6, Math.min(1.0, (el.width - 80) / (x1 - x0), (el.height - 140) / (y1 - y0)));
+        canvas.ds.scale = scale;
+        canvas.ds.offset = [-x0 + 60 / scale, -y0 + 100 / scale];
+        canvas.setDirty(true, true);
       }
-      const el = canvas.canvas;
-      const scale = Math.max(0.6, Math.min(1.0, (el.width - 80) / (x1 - x0), (el.height - 140) / (y1 - y0)));
-      canvas.ds.scale = scale;
-      canvas.ds.offset = [-x0 + 60 / scale, -y0 + 100 / scale];
-      canvas.setDirty(true, true);
+      return { missing, nodeCount: nodes.length, output: prompt.output };
+    } catch (err) {
+      return { missing, nodeCount: 0, output: null, error: String(err && err.stack || err) };
     }
-    return { missing, nodeCount: nodes.length, output: prompt.output };
-  }, workflow);
-  await page.waitForTimeout(300);
-  // Close any dialog the load opened (e.g. a missing-models notice) before the screenshot.
-  await page.keyboard.press("Escape");
-  await page.screenshot({ path: path.join(outDir, `${name}.png`) });
-  results.push({ file, name, ...result });
+  }, { wf: workflow, fit: !!job.screenshot });
+  if (job.screenshot) {
+    await page.waitForTimeout(300);
+    // Close any dialog the load opened (e.g. a missing-models notice) before the screenshot.
+    await page.keyboard.press("Escape");
+    await page.screenshot({ path: path.join(outDir, `${job.name}.png`) });
+  }
+  // Every load opens a workflow tab: close the earlier ones, or each load gets slower than the last.
+  await page.evaluate(async () => {
+    const store = window.app.extensionManager && window.app.extensionManager.workflow;
+    if (!store || !store.openWorkflows || !store.closeWorkflow) return;
+    for (const w of [...store.openWorkflows]) if (w !== store.activeWorkflow) await store.closeWorkflow(w);
+  });
+  results.push({ file: job.file, name: job.name, ms: Date.now() - started, ...result });
 }
-fs.writeFileSync(path.join(outDir, "results.json"), JSON.stringify({ results, consoleErrors }, null, 1));
+fs.writeFileSync(path.join(outDir, "results.json"),
+  JSON.stringify({ frontendVersion, results, consoleErrors }, null, 1));
 await context.close();
