@@ -27,11 +27,12 @@ Pipeline (per batch item; every edit image in a batch gets its own canvas):
    thresholds and the mosaic ratio). ``contour_repainting`` and ``depth_repainting`` need neural annotators, which
    this pack does not run: without ``guidance`` they are a ``ValueError`` naming the input to connect. Unlike the
    official composite, an empty mask ("edit everything") puts the guidance everywhere.
-4. **Aspect crop.** An image whose long side exceeds 4x its short side (edit or reference) is centre-cropped along
-   the long side to exactly 4x the short side, with torchvision ``CenterCrop``'s offset rule
-   ``int(round((L - 4 S) / 2))`` (halves round to even). The edit mask (and guidance) get the same box; the box is
-   recorded in the geometry. A mask whose marked pixels all fall outside the crop is a ``ValueError`` (it would
-   otherwise turn into "edit everything").
+4. **Aspect limit.** A reference whose long side exceeds 4x its short side is centre-cropped along the long side
+   to exactly 4x the short side, with torchvision ``CenterCrop``'s offset rule ``int(round((L - 4 S) / 2))``
+   (halves round to even). So is the edit image in ``fit="official"`` (the edit mask and guidance get the same box,
+   recorded in the geometry); there an explicit mask that marks pixels outside the crop is a ``ValueError`` (they
+   would silently stay unedited; an empty mask, "edit everything", is cropped as officially). In ``fit="exact"``
+   the edit image is never cut: its strip is padded on the short side to 4:1 instead (step 7).
 5. **Reference-only generation** (no edit image): the edit area is 0.5 gray of the requested ``height`` x
    ``width`` with an all-ones mask.
 6. **Reference arrangement.** ``resize_to_height`` (what the LoRA models were trained on): antialiased bilinear to
@@ -49,7 +50,10 @@ Pipeline (per batch item; every edit image in a batch gets its own canvas):
      the crop scaled by one factor ``s <= 1`` (the largest that fits, see :func:`.geometry.plan_exact`); at
      ``s == 1`` its pixels are untouched. Reference and edit area are resized separately (antialiased bilinear for
      images, nearest-exact and re-binarized for masks) and each strip is then padded **right and bottom by edge
-     replication** (image and mask alike, at most 15 px) to a multiple of 16. The padding is recorded in the
+     replication** (image and mask alike, at most 15 px) to a multiple of 16. An edit image beyond 4:1 gets its
+     strip padded further, below or right, to 4:1 (:func:`.geometry.plan_exact`; the padding counts against the
+     budget): edge-replicated pixels (repainting: after blanking, so nothing from under the mask shows), mask 0
+     (context, not generated), and 0.5 gray beside it in the reference strip. The padding is recorded in the
      geometry and removed exactly when cutting back; the edit area starts at column ``ref_strip_w``, a multiple of
      16, so the boundary is exact and token-aligned.
 
@@ -224,7 +228,7 @@ def build_canvas(
 
     prepared = _prepare(
         task, reference_image, edit_image, edit_mask, guidance, height, width, control.check_options(control_options),
-        guidance_name,
+        guidance_name, fit,
     )
     if fit == "official":
         canvas, mask, geometry = _fit_official(prepared, layout, reference_mode, keep_pixels_rate, budget,
@@ -356,6 +360,10 @@ def _wxh(h: int, w: int) -> str:
     return f"{w}x{h}"
 
 
+def _ceil16(n: int) -> int:
+    return -(-n // TOKEN_PX) * TOKEN_PX
+
+
 def _to_bchw(image: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Checked IMAGE (:func:`.validate.check_image`) -> ``[B, 3, H, W]`` view on ``device`` in ``dtype``."""
     c = image.shape[-1]
@@ -379,6 +387,7 @@ def _prepare(
     width: int,
     control_options: Mapping[str, Any],
     guidance_name: str,
+    fit: str,
 ) -> _Prepared:
     if task not in ALL_TASKS:
         raise ValueError(f"task must be one of {ALL_TASKS}, got {task!r}")
@@ -419,6 +428,20 @@ def _prepare(
         edit = _to_bchw(edit_image, device, dtype)
         H, W = int(edit.shape[-2]), int(edit.shape[-1])
         mask = normalize_mask(edit_mask, (H, W), batch, device=device, dtype=dtype).unsqueeze(1)
+        # The exact fit pads an edit image beyond 4:1 instead of cutting it (see _fit_exact).
+        crop_box = aspect_crop_box(H, W) if fit == "official" else (0, 0, H, W)
+        top, left, ch, cw = crop_box
+        if (ch, cw) != (H, W):
+            marked = mask.flatten(1).sum(dim=1)
+            cut = (mask[..., top : top + ch, left : left + cw].flatten(1).sum(dim=1) < marked) & (marked < H * W)
+            if bool(cut.any()):
+                raise ValueError(
+                    f"edit_mask (item {int(cut.nonzero()[0, 0])}) marks pixels outside the part of edit_image that "
+                    f"the official processors use: edit_image is {_wxh(H, W)}, beyond {MAX_ASPECT_RATIO}:1, so only "
+                    f"its centre {_wxh(ch, cw)} goes into the canvas and those pixels would not be edited. Crop the "
+                    f"photo around the area to edit (aspect ratio at most {MAX_ASPECT_RATIO}:1) and pass the "
+                    "matching mask, or use ACE++ Canvas, which pads such photos instead of cutting them."
+                )
         if task in GUIDED_TASKS and guidance is None:
             if task in control.EXTERNAL_TASKS:
                 what = "line drawing" if task == "contour_repainting" else "depth map"
@@ -433,19 +456,9 @@ def _prepare(
             g = broadcast_batch(g, batch, guidance_name, owner)
             g = match_guidance(g, (H, W), name=guidance_name)
             edit = torch.where(mask > 0.5, g, edit)
-        crop_box = aspect_crop_box(H, W)
-        top, left, ch, cw = crop_box
         if (ch, cw) != (H, W):
             edit = edit[..., top : top + ch, left : left + cw]
             mask = mask[..., top : top + ch, left : left + cw]
-            lost = ~mask.flatten(1).any(dim=1)
-            if bool(lost.any()):
-                raise ValueError(
-                    f"edit_image is {_wxh(H, W)}, beyond {MAX_ASPECT_RATIO}:1, so only its centre "
-                    f"{_wxh(ch, cw)} is used, but edit_mask (item {int(lost.nonzero()[0, 0])}) marks only pixels "
-                    "outside it. Crop the edit image around the area to edit (aspect ratio at most "
-                    f"{MAX_ASPECT_RATIO}:1) and pass the matching mask."
-                )
             logger.info(
                 "edit_image %s centre-cropped to %s (aspect ratio > %d:1)", _wxh(H, W), _wxh(ch, cw), MAX_ASPECT_RATIO
             )
@@ -575,8 +588,9 @@ def _fit_exact(
     if ref_hw is not None and reference_mode == "keep_pixels_pad" and ref_hw[0] >= rate * ch:
         if int(ch * rate) < 1:
             raise _reference_too_small(ref_hw, (int(ch * rate), 0), ch)
-    plan = plan_exact((ch, cw), ref_hw, reference_mode, rate, budget)
+    plan = plan_exact((ch, cw), ref_hw, reference_mode, rate, budget, None if p.reference_only else MAX_ASPECT_RATIO)
     h, w = plan.edit_h, plan.edit_w
+    h16, w16 = _ceil16(h), _ceil16(w)
 
     edit = p.edit
     if p.reference_only:
@@ -587,27 +601,34 @@ def _fit_exact(
         if p.repaint and (h, w) != (ch, cw):
             # Blank before the antialiasing filter so that no masked content leaks into the neighbouring pixels.
             edit = torch.where(p.mask > 0.5, torch.full((), 0.5, dtype=edit.dtype, device=edit.device), edit)
-        edit = resize_bilinear_aa(edit, (h, w)) - 0.5
+        # Clamped: the filter's weights can sum to 1 + 1 ulp, which would leave [0, 1] by as much.
+        edit = (resize_bilinear_aa(edit, (h, w)) - 0.5).clamp_(-0.5, 0.5)
         mask = resize_nearest_exact(p.mask, (h, w))
     if (h, w) != (ch, cw) and not p.reference_only:
         mask = (mask > 0.5).to(p.mask.dtype)
         lost = ~mask.flatten(1).any(dim=1)
         if bool(lost.any()):
             logger.warning("the edit mask is too thin to survive downscaling to %s: nothing will be edited", _wxh(h, w))
+    if p.repaint:  # blanked before padding: the replicated edge never shows what lies under the mask
+        edit = torch.where(mask > 0.5, torch.zeros((), dtype=edit.dtype, device=edit.device), edit)
+    # Edge replication to multiples of 16; beyond them (the 4:1 padding of a wider or taller image) the mask is 0.
     edit = pad_replicate(edit, plan.edit_strip_w - w, plan.canvas_h - h)
-    mask = pad_replicate(mask, plan.edit_strip_w - w, plan.canvas_h - h)
+    mask = pad_replicate(mask, w16 - w, h16 - h)
+    mask = pad_constant(mask, 0, 0, plan.edit_strip_w - w16, plan.canvas_h - h16, value=0.0)
+    if plan.canvas_h > h16 or plan.edit_strip_w > w16:
+        logger.info("edit_image area %s padded to %s (aspect ratio > %d:1)", _wxh(h, w),
+                    _wxh(plan.canvas_h, plan.edit_strip_w), MAX_ASPECT_RATIO)
 
     if p.ref is not None:
         rh, rw = max(1, plan.ref_h), max(1, plan.ref_w)
-        ref = resize_bilinear_aa(p.ref, (rh, rw))
+        ref = resize_bilinear_aa(p.ref, (rh, rw)).clamp(-0.5, 0.5)
         if rh < h:  # keep_pixels_pad: centre vertically on gray
             top = (h - rh) // 2
             ref = pad_constant(ref, 0, top, 0, h - rh - top, value=0.0)
-        ref = pad_replicate(ref, plan.ref_strip_w - rw, plan.canvas_h - h).expand(batch, -1, -1, -1)
+        ref = pad_replicate(ref, plan.ref_strip_w - rw, h16 - h)
+        ref = pad_constant(ref, 0, 0, 0, plan.canvas_h - h16, value=0.0).expand(batch, -1, -1, -1)
         edit = torch.cat([ref, edit], dim=-1)
         mask = torch.cat([mask.new_zeros((batch, 1, plan.canvas_h, plan.ref_strip_w)), mask], dim=-1)
-    if p.repaint:
-        edit = torch.where(mask > 0.5, torch.zeros((), dtype=edit.dtype, device=edit.device), edit)
 
     geometry = _geometry(
         p,

@@ -8,7 +8,8 @@ photo to the budget renders that part with few pixels (a 300x380 face in a 2048x
    side by ``margin_rel`` x its own size plus ``margin_px`` pixels, then enlarged (around its centre) to at least
    ``min_size`` px on each side and to at most ``max_aspect``:1, and clamped into the image (shifted, not shrunk,
    when it runs over an edge; the image size is the limit). An empty mask means "edit everything": the box is the
-   whole image (after the canvas' own 4:1 rule).
+   whole image. A box still beyond 4:1 (the image is too narrow or short to widen it) is never cut: the canvas pads
+   its short side to 4:1 (:func:`.canvas.build_canvas`, exact fit), so every marked pixel is in the canvas.
 2. **Common size.** ComfyUI batches share one size, so every item's box gets the same height and width: the largest
    over the batch (each keeps its own centre, clamped into the image).
 3. **Scale.** With ``upscale`` the crops are enlarged (antialiased bilinear, at most ``max_upscale`` x) so that the
@@ -96,7 +97,8 @@ def _single_box(mask: torch.Tensor, spec: ContextSpec) -> Box:
     left, bw = _grow_to(left, bw, bw + 2 * grow_w, w)
     top, bh = _grow_to(top, bh, spec.min_size, h)
     left, bw = _grow_to(left, bw, spec.min_size, w)
-    # Keep within the canvas' aspect limit by growing the short side (never cutting the mask off).
+    # Keep within the canvas' aspect limit by growing the short side (never cutting the mask off); where the image
+    # is too narrow for that, the canvas pads the box to 4:1.
     if bw > MAX_ASPECT_RATIO * bh:
         top, bh = _grow_to(top, bh, -(-bw // MAX_ASPECT_RATIO), h)
     elif bh > MAX_ASPECT_RATIO * bw:
@@ -182,7 +184,8 @@ def build_canvas_around_mask(
         ref_hw = None
         if reference_image is not None:
             ref_hw = (int(reference_image.shape[-3]), int(reference_image.shape[-2]))
-        at_one = plan_exact((box_h, box_w), ref_hw, reference_mode, keep_pixels_rate or 0.8, float("inf"))
+        at_one = plan_exact((box_h, box_w), ref_hw, reference_mode, keep_pixels_rate or 0.8, float("inf"),
+                            MAX_ASPECT_RATIO)
         aim = min(max_image_tokens, MAX_UPSCALE_TOKENS)
         factor = min(context.max_upscale, math.sqrt(aim / at_one.tokens))
         if factor > 1.0:

@@ -18,9 +18,10 @@ canvas and put it back into the original edit image:
 * ``edit_x0`` is the exact first column of the edit area (``== ref_w``; 0 without a reference) and ``edit_y0`` is 0
   in both layouts today; the box is stored in full so that later layouts need no new fields.
 * ``pad_right`` / ``pad_bottom`` (exact fit only) are the columns/rows of edge-replicated padding that follow the edit
-  area to reach multiples of 16; they are generated but not part of the result.
-* The crop box is in source pixels: today the centre crop that limits the aspect ratio to 4:1 (the whole image
-  otherwise); later, a box around the mask.
+  area to reach multiples of 16, and, for an edit image beyond 4:1, to bring its strip to 4:1; they are generated
+  but not part of the result.
+* The crop box is in source pixels: the whole image, a box around the mask (crop to mask), or, in the official fit,
+  the centre crop that limits the aspect ratio to 4:1.
 * ``scale_y = edit_h / crop_h`` and ``scale_x = edit_w / crop_w``. In the official fit the edit area is a slice of a
   canvas resampled as a whole (nearest-exact), so the scales are the canvas' ``rH / H`` and ``rW / W`` and the slice
   maps back to the crop box to within one source pixel per canvas pixel; in the exact fit the mapping is exact.
@@ -263,9 +264,9 @@ class ExactPlan:
     edit_w: int  #: edit content width in the canvas
     ref_h: int  #: reference content height after resizing (0 without reference)
     ref_w: int  #: reference content width after resizing (0 without reference)
-    canvas_h: int  #: ceil16(edit_h)
+    canvas_h: int  #: ceil16(edit_h), or more to keep the edit strip within max_aspect:1
     ref_strip_w: int  #: ceil16(ref_w) (0 without reference)
-    edit_strip_w: int  #: ceil16(edit_w)
+    edit_strip_w: int  #: ceil16(edit_w), or more to keep the edit strip within max_aspect:1
 
     @property
     def canvas_w(self) -> int:
@@ -282,6 +283,7 @@ def _exact_sizes(
     ref_hw: tuple[int, int] | None,
     reference_mode: str,
     keep_pixels_rate: float | None,
+    max_aspect: int | None = None,
 ) -> ExactPlan:
     ch, cw = crop_hw
     w = max(1, _round_div(cw * h, ch))
@@ -296,14 +298,19 @@ def _exact_sizes(
             tH = int(ch * keep_pixels_rate) if Hr >= keep_pixels_rate * ch else Hr
             rh = min(h, max(1, _round_div(tH * h, ch)))
         rw = max(1, _round_div(Wr * rh, Hr))
+    strip_h, strip_w = _ceil16(h), _ceil16(w)
+    if max_aspect and (cw > max_aspect * ch or ch > max_aspect * cw):
+        # Pad the short side (bottom or right) so that the edit strip is within max_aspect:1.
+        strip_h = max(strip_h, _ceil16(-(-strip_w // max_aspect)))
+        strip_w = max(strip_w, _ceil16(-(-strip_h // max_aspect)))
     return ExactPlan(
         edit_h=h,
         edit_w=w,
         ref_h=rh,
         ref_w=rw,
-        canvas_h=_ceil16(h),
+        canvas_h=strip_h,
         ref_strip_w=_ceil16(rw) if ref_hw is not None else 0,
-        edit_strip_w=_ceil16(w),
+        edit_strip_w=strip_w,
     )
 
 
@@ -313,19 +320,22 @@ def plan_exact(
     reference_mode: str,
     keep_pixels_rate: float | None,
     max_image_tokens: float,
+    max_aspect: int | None = None,
 ) -> ExactPlan:
     """Choose the exact-fit sizes: the largest edit height (never above the crop height) whose canvas fits the budget.
 
     The edit area is the crop scaled by ``s = edit_h / crop_h`` (``edit_w = round(crop_w * s)``); the reference is
     sized from the same ``edit_h`` (``resize_to_height``: its height; ``keep_pixels_pad``: the official
     shrink-never-enlarge rule at the source scale, times ``s``); each strip is then padded to multiples of 16, and
-    ``canvas_h * canvas_w / 256 <= max_image_tokens``. Downscaling never takes an edit side below 16 px (or its
-    original size if smaller): a budget that would is a ``ValueError``.
+    ``canvas_h * canvas_w / 256 <= max_image_tokens``. With ``max_aspect``, a crop beyond ``max_aspect``:1 gets its
+    edit strip padded further, on the short side, to ``max_aspect``:1 (the padding counts against the budget; crops
+    within the limit are planned as without it). Downscaling never takes an edit side below 16 px (or its original
+    size if smaller): a budget that would is a ``ValueError``.
     """
     ch, cw = crop_hw
 
     def plan(h: int) -> ExactPlan:
-        return _exact_sizes(h, crop_hw, ref_hw, reference_mode, keep_pixels_rate)
+        return _exact_sizes(h, crop_hw, ref_hw, reference_mode, keep_pixels_rate, max_aspect)
 
     full = plan(ch)
     if full.tokens <= max_image_tokens:

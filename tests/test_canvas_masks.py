@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ace_plus_core.canvas import build_canvas, official_processor
 from ace_plus_core.masks import normalize_mask
-from ace_plus_core.resize import resize_nearest_exact
+
+#: The canvas stores pixels shifted by -0.5 (the official convention): values come back within 2**-25.
+SHIFT_ATOL = 2.0**-24
 
 
 def rand_image(h, w, b=1, seed=0):
@@ -21,6 +25,26 @@ def rect_mask(h, w, b=1, box=None):
     y0, y1, x0, x1 = box or (h // 4, h // 2, w // 4, w // 2)
     m[:, y0:y1, x0:x1] = 1.0
     return m
+
+
+def torch_nearest_exact(mask, size):
+    """The binarized mask through torch's own nearest-exact resize (what the official processors use)."""
+    return F.interpolate((mask > 0.5).float().unsqueeze(1), size=size, mode="nearest-exact").squeeze(1)
+
+
+def bilinear_aa_numpy(img, size):
+    """Antialiased bilinear downscale in float64 numpy (triangle filter stretched by the scale, taps renormalized at
+    the borders: the PIL / torch antialias rule). img [H, W, C] -> [h, w, C]."""
+
+    def weights(n_in, n_out):
+        scale = n_in / n_out
+        centres = (np.arange(n_out) + 0.5) * scale
+        taps = np.arange(n_in) + 0.5
+        w = np.clip(1 - np.abs(taps[None] - centres[:, None]) / scale, 0, None)
+        return w / w.sum(axis=1, keepdims=True)
+
+    wy, wx = weights(img.shape[0], size[0]), weights(img.shape[1], size[1])
+    return np.einsum("yh,hwc,xw->yxc", wy, img.astype(np.float64), wx)
 
 
 def exact(task="no_preprocess", layout="lora", **kw):
@@ -68,7 +92,7 @@ def test_aspect_within_one_percent_is_rescaled():
     m = rect_mask(171, 256, box=(40, 120, 60, 200))
     out = normalize_mask(m, (512, 768), 1)
     assert out.shape == (1, 512, 768)
-    assert torch.equal(out, resize_nearest_exact(m > 0.5, (512, 768)).float())
+    assert torch.equal(out, torch_nearest_exact(m, (512, 768)))
 
 
 def test_aspect_mismatch_is_value_error_naming_both_sizes():
@@ -104,7 +128,7 @@ def test_empty_items_next_to_rescaled_ones():
     m = rect_mask(16, 24, b=2)
     m[1] = 0
     out = normalize_mask(m, (32, 48), 2)
-    assert torch.equal(out[0], resize_nearest_exact(m[0] > 0.5, (32, 48)).float())
+    assert torch.equal(out[0:1], torch_nearest_exact(m[0:1], (32, 48)))
     assert bool((out[1] == 1).all())
 
 
@@ -112,17 +136,21 @@ def test_empty_items_next_to_rescaled_ones():
 
 
 def test_mask_of_batch_one_broadcasts():
-    res = exact(edit_image=rand_image(32, 48, b=3), edit_mask=rect_mask(32, 48))
+    edit, mask = rand_image(32, 48, b=3), rect_mask(32, 48)
+    res = exact(edit_image=edit, edit_mask=mask)  # 32x48: scale 1, no padding - the canvas is the input
     assert res.mask.shape[0] == 3 and len(res.geometry) == 3
-    assert torch.equal(res.mask[0], res.mask[2])
-    assert not torch.equal(res.image[0], res.image[2])  # each item keeps its own pixels
+    for i in range(3):
+        assert torch.equal(res.mask[i], mask[0])
+        torch.testing.assert_close(res.image[i], edit[i], rtol=0, atol=SHIFT_ATOL)  # each item keeps its own pixels
 
 
 def test_reference_of_batch_one_broadcasts():
-    res = exact(reference_image=rand_image(32, 32), edit_image=rand_image(32, 48, b=2))
-    assert res.image.shape[0] == 2
-    w = res.geometry[0].ref_w
-    assert torch.equal(res.image[0, :, :w], res.image[1, :, :w])
+    ref, edit = rand_image(32, 32), rand_image(32, 48, b=2)
+    res = exact(reference_image=ref, edit_image=edit)  # the reference already has the edit height: unscaled
+    assert res.image.shape == (2, 32, 80, 3) and res.geometry[0].ref_w == 32
+    for i in range(2):
+        torch.testing.assert_close(res.image[i, :, :32], ref[0], rtol=0, atol=SHIFT_ATOL)
+        torch.testing.assert_close(res.image[i, :, 32:], edit[i], rtol=0, atol=SHIFT_ATOL)
 
 
 def test_reference_batch_for_reference_only_generation():
@@ -161,33 +189,44 @@ def test_mask_without_edit_image_is_ignored_with_a_warning(caplog):
 
 
 def test_aspect_crop_applies_to_the_mask():
-    edit = rand_image(20, 100)  # 5:1 -> centre 80 columns, offset 10
+    """Official fit: a 5:1 image is centre-cropped to 4:1 (80 columns from 10), the mask with it. The exact fit
+    keeps the whole image and mask (it pads to 4:1 instead)."""
+    edit = rand_image(20, 100)
     mask = rect_mask(20, 100, box=(0, 20, 10, 30))  # columns 10..29 -> 0..19 after the crop
+    res = exact(edit_image=edit, edit_mask=mask, fit="official")
+    g = res.geometry[0]
+    assert g.crop_box == (0, 10, 20, 80) and (g.canvas_h, g.canvas_w) == (16, 80)  # 20 rows floored to 16
+    assert torch.equal(res.mask[0], torch_nearest_exact(mask[:, :, 10:90], (16, 80))[0])
     res = exact(edit_image=edit, edit_mask=mask)
     g = res.geometry[0]
-    assert g.crop_box == (0, 10, 20, 80)
+    assert g.crop_box == (0, 0, 20, 100)
     rows, cols = g.edit_area_slice()
-    assert torch.equal(res.mask[0, rows, cols], mask[0, :, 10:90])
+    assert torch.equal(res.mask[0, rows, cols], mask[0])
 
 
-def test_mask_entirely_outside_the_aspect_crop_is_value_error():
+def test_mask_outside_the_official_aspect_crop_is_value_error():
     mask = rect_mask(20, 100, box=(0, 20, 0, 5))
-    with pytest.raises(ValueError, match="outside"):
-        exact(edit_image=rand_image(20, 100), edit_mask=mask)
+    with pytest.raises(ValueError, match="edit_mask .* outside"):
+        exact(edit_image=rand_image(20, 100), edit_mask=mask, fit="official")
 
 
 # ------------------------------------------------------------------------------------------- tasks & guidance
 
 
-def test_guidance_replaces_pixels_under_the_mask():
+@pytest.mark.parametrize("guide_hw", [(32, 48), (64, 96), (48, 72)])
+def test_guidance_replaces_pixels_under_the_mask(guide_hw):
+    """Under the mask: the guidance, resized to the edit image (same aspect) by antialiased bilinear; elsewhere the
+    edit pixels. The canvas is the edit image at scale 1 (32x48, no reference), so both are compared directly."""
     edit, mask = rand_image(32, 48, seed=1), rect_mask(32, 48)
-    guide = rand_image(64, 96, seed=2)  # same aspect, twice the size: resized to the edit image
+    guide = rand_image(*guide_hw, seed=2)
     res = exact(edit_image=edit, edit_mask=mask, guidance=guide)
     g = res.geometry[0]
-    rows, cols = g.edit_area_slice()
-    area, m = res.image[0, rows, cols], mask[0] > 0.5
-    assert torch.equal(area[~m], edit[0][~m])
-    assert not torch.allclose(area[m], edit[0][m])
+    assert (g.canvas_h, g.canvas_w, g.edit_x0, g.scale_x, g.scale_y) == (32, 48, 0, 1.0, 1.0)
+    expected = bilinear_aa_numpy(guide[0].numpy(), (32, 48))
+    m = (mask[0] > 0.5).numpy()
+    area = res.image[0].double().numpy()
+    np.testing.assert_allclose(area[m], expected[m], rtol=0, atol=2e-6)
+    np.testing.assert_allclose(area[~m], edit[0].double().numpy()[~m], rtol=0, atol=SHIFT_ATOL)
 
 
 def test_neural_control_tasks_need_guidance_the_others_derive_it():

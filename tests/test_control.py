@@ -181,16 +181,27 @@ def test_mosaic_matches_a_numpy_block_mean(h, w, ratio):
     np.testing.assert_allclose(f32[0].numpy(), mosaic_reference(img[0], ratio), rtol=0, atol=1e-5)
 
 
+def official_mosaic_cells(h: int, w: int, ratio: int = 64) -> np.ndarray:
+    """Cell id of every pixel where the official ColorAnnotator puts it: cv2.resize of the (H // ratio) x
+    (W // ratio) cells back to H x W with INTER_NEAREST (pushed through cv2 as an image of cell ids)."""
+    cv2 = pytest.importorskip("cv2")
+    nh, nw = h // ratio, w // ratio
+    cells = (np.arange(nh)[:, None] * nw + np.arange(nw)[None]).astype(np.float32)
+    return cv2.resize(cells, (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+
+
 @pytest.mark.parametrize(("h", "w"), [(512, 512), (333, 517), (1500, 1001), (65, 1000)])
 def test_mosaic_cells_lie_where_the_official_nearest_upscale_puts_them(h, w):
-    """The official ColorAnnotator: cv2.resize to (W // 64, H // 64), then back with INTER_NEAREST."""
-    cv2 = pytest.importorskip("cv2")
-    nh, nw = h // 64, w // 64
-    cells = (np.arange(nh)[:, None] * nw + np.arange(nw)[None]).astype(np.float32)
-    official_cells = cv2.resize(cells, (w, h), interpolation=cv2.INTER_NEAREST)
-    ids = torch.from_numpy(np.broadcast_to(official_cells[..., None], (h, w, 3)).copy())[None]
-    out = control.mosaic_repainting(ids / ids.max())  # cell means of a constant-per-cell image: the same image
-    assert torch.allclose(out, ids / ids.max(), atol=1e-6)
+    """Random pixels (no cell is constant in the input): every pixel gets the numpy mean of the pixels that the
+    official nearest upscale puts in its cell."""
+    ids = official_mosaic_cells(h, w)
+    img = np.random.default_rng(h * w).random((h, w, 3))
+    n = int(ids.max()) + 1
+    counts = np.bincount(ids.ravel(), minlength=n)
+    means = np.stack([np.bincount(ids.ravel(), img[..., c].ravel(), n) / counts for c in range(3)], axis=-1)
+    out = control.mosaic_repainting(torch.from_numpy(img)[None])
+    assert out.shape == (1, h, w, 3)
+    np.testing.assert_allclose(out[0].numpy(), means[ids], rtol=0, atol=1e-12)
 
 
 def test_mosaic_ratio_is_checked():
@@ -201,14 +212,28 @@ def test_mosaic_ratio_is_checked():
 # ------------------------------------------------------------------------------------------------ dispatch, mask
 
 
+def independent_guidance(task: str, u8: np.ndarray, **options) -> np.ndarray:
+    """The derived guidance of an 8-bit RGB image [H, W, 3], from the oracles above (float64 [H, W, 3])."""
+    x = u8.astype(np.float64) / 255.0
+    if task == "recolorizing":  # ITU-R 601 luma, PIL's convert("L") weights, without the 8-bit rounding
+        return np.repeat((x @ np.array([0.299, 0.587, 0.114]))[..., None], 3, axis=2)
+    if task == "mosaic_repainting":
+        return mosaic_reference(x, options.get("ratio", control.DEFAULT_MOSAIC_RATIO))
+    cv2 = pytest.importorskip("cv2")
+    low, high = options.get("low_threshold", 100), options.get("high_threshold", 200)
+    return np.repeat((cv2.Canny(np.ascontiguousarray(u8), low, high) > 0)[..., None], 3, axis=2).astype(np.float64)
+
+
 def test_derive_guidance_dispatches_and_refuses_neural_tasks():
-    img = to_image(rand_u8(48, 64, seed=1))
-    assert torch.equal(control.derive_guidance("recolorizing", img), control.recolorizing(img))
-    assert torch.equal(control.derive_guidance("mosaic_repainting", img, ratio=8), control.mosaic_repainting(img, 8))
-    assert torch.equal(
-        control.derive_guidance("canny_repainting", img, low_threshold=20, high_threshold=40),
-        control.canny_repainting(img, 20, 40),
-    )
+    u8 = rand_u8(48, 64, seed=1)
+    img = to_image(u8)
+    for task, options in [
+        ("recolorizing", {}),
+        ("mosaic_repainting", {"ratio": 8}),
+        ("canny_repainting", {"low_threshold": 20, "high_threshold": 40}),
+    ]:
+        out = control.derive_guidance(task, img, **options)[0].double().numpy()
+        np.testing.assert_allclose(out, independent_guidance(task, u8, **options), rtol=0, atol=1e-6, err_msg=task)
     for task in control.EXTERNAL_TASKS:
         with pytest.raises(ValueError, match="pass a control image"):
             control.derive_guidance(task, img)
@@ -245,7 +270,8 @@ def test_pixels_outside_the_mask_are_untouched_by_every_task(task, fit):
     2**-25 of the input rather than bit for bit; 8-bit values round-trip exactly. That is the canvas' rule, the
     same for every task; the composite alone, apply_under_mask, is bit-exact - see the test above.)
     """
-    edit = to_image(astronaut_u8()[96:224, 160:320])  # 128 x 160: a multiple of 16, so neither fit resamples
+    edit_u8 = astronaut_u8()[96:224, 160:320]
+    edit = to_image(edit_u8)  # 128 x 160: a multiple of 16, so neither fit resamples
     mask = rect_mask(128, 160, (30, 40, 50, 60))
     guidance = _control_guidance(task, edit)
     res = build_canvas("fft", task, "keep_pixels_pad", None, edit, mask, 100_000, guidance=guidance, fit=fit)
@@ -261,32 +287,39 @@ def test_pixels_outside_the_mask_are_untouched_by_every_task(task, fit):
         assert (canvas[inside] == 0.5).all()
         return
     if guidance is not None:
-        expected = guidance
+        expected = guidance[0]
     elif task in control.DERIVED_TASKS:
-        expected = control.derive_guidance(task, edit)
+        expected = torch.from_numpy(independent_guidance(task, edit_u8)).float()
     else:  # no_preprocess: the edit pixels themselves are the guidance
-        expected = edit
-    torch.testing.assert_close(canvas[inside], expected[0][inside], rtol=0, atol=2.0**-25)
-    torch.testing.assert_close(c[inside], expected[0][inside], rtol=0, atol=2.0**-25)
+        expected = edit[0]
+    torch.testing.assert_close(canvas[inside], expected[inside], rtol=0, atol=1e-6)
+    torch.testing.assert_close(c[inside], expected[inside], rtol=0, atol=1e-6)
 
 
 def test_guidance_is_derived_from_the_full_edit_image_before_the_aspect_crop():
-    edit = to_image(rand_u8(40, 200, seed=4))  # 5:1, centre-cropped to 160 wide
-    res = build_canvas("lora", "canny_repainting", "resize_to_height", None, edit, None, 100_000)
-    full = control.canny_repainting(edit)
+    """Official fit: a 48x240 (5:1) image is centre-cropped to columns 24..215; the edges are those of the full
+    image (cv2.Canny of all 240 columns), not of the crop (which would have edges along its cut borders)."""
+    u8 = rand_u8(48, 240, seed=4)
+    res = build_canvas("lora", "canny_repainting", "resize_to_height", None, to_image(u8), None, 100_000,
+                       fit="official")
     g = res.geometry[0]
-    rows, cols = g.edit_area_slice()
-    assert torch.equal(res.image[0, rows, cols], full[0, :, g.crop_left : g.crop_left + g.crop_w])
+    assert g.crop_box == (0, 24, 48, 192) and (g.canvas_h, g.canvas_w) == (48, 192)  # scale 1: no resampling
+    full = torch.from_numpy(independent_guidance("canny_repainting", u8)[:, 24:216]).float()
+    cropped = torch.from_numpy(independent_guidance("canny_repainting", u8[:, 24:216])).float()
+    assert torch.equal(res.image[0], full)
+    assert not torch.equal(full, cropped)
 
 
 def test_control_options_reach_the_annotators():
-    edit, mask = to_image(astronaut_u8()[:128, :128]), rect_mask(128, 128, (0, 0, 128, 128))
-    res = build_canvas("lora", "mosaic_repainting", "resize_to_height", None, edit, mask, 100_000,
-                       control_options={"ratio": 16})
-    assert torch.allclose(res.image, control.mosaic_repainting(edit, 16), atol=1e-6)
-    res = build_canvas("lora", "canny_repainting", "resize_to_height", None, edit, mask, 100_000,
-                       control_options={"low_threshold": 30, "high_threshold": 60})
-    assert torch.equal(res.image, control.canny_repainting(edit, 30, 60))
+    u8 = astronaut_u8()[:128, :128]
+    edit, mask = to_image(u8), rect_mask(128, 128, (0, 0, 128, 128))
+    for task, options in [("mosaic_repainting", {"ratio": 16}), ("canny_repainting", {"low_threshold": 30,
+                                                                                     "high_threshold": 60})]:
+        res = build_canvas("lora", task, "resize_to_height", None, edit, mask, 100_000, control_options=options)
+        expected = independent_guidance(task, u8, **options)
+        np.testing.assert_allclose(res.image[0].double().numpy(), expected, rtol=0, atol=1e-6, err_msg=task)
+        default = independent_guidance(task, u8)
+        assert np.abs(default - expected).max() > 0.1, "the option must make a difference for this test to count"
 
 
 @pytest.mark.parametrize("task", control.EXTERNAL_TASKS)
