@@ -6,7 +6,7 @@ ComfyUI's own code and times one model evaluation (one sampling step at cfg 1) a
 tokens, with the peak GPU memory of each configuration:
 
 * Fill: ``comfy.sd.load_diffusion_model_state_dict`` -- exactly what UNETLoader runs after reading the file;
-* FFT: the pack's ``load_fft_state_dict`` -- exactly what ACEPlusLoader runs after checking the file header.
+* FFT: the same, then the pack's ``prepare_flux`` -- what ACEPlusLoader runs after checking the file header.
 
 The state dicts are made in memory (bf16) instead of written to disk: two 24 GB files would not fit the bench
 machine's disk or its time budget. ``weight_dtype`` is passed as UNETLoader/ACEPlusLoader pass it
@@ -82,7 +82,7 @@ def boot(comfy_dir: Path, cpu: bool):
     pack = importlib.util.module_from_spec(spec)
     sys.modules[PACK] = pack
     spec.loader.exec_module(pack)
-    models = importlib.import_module(f"{PACK}.nodes.models")
+    models = importlib.import_module(f"{PACK}.nodes.flux_models")
     return mm, comfy.sd, models
 
 
@@ -123,10 +123,9 @@ def run_config(
     options = models.model_options_for(WEIGHT_DTYPES[dtype_name])
     sd = random_flux(cfg_kwargs, LAYOUTS[layout], device)
     t0 = time.perf_counter()
-    if layout == "fill":
-        patcher = comfy_sd.load_diffusion_model_state_dict(sd, model_options=options)
-    else:
-        patcher = models.load_fft_state_dict(sd, model_options=options)
+    patcher = comfy_sd.load_diffusion_model_state_dict(sd, model_options=options)
+    if layout == "fft":
+        patcher = models.prepare_flux(patcher)
     del sd
     gc.collect()
     if cuda:

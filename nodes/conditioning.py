@@ -10,7 +10,7 @@ from ..ace_plus_core import inpaint, validate
 from ..ace_plus_core import model_files as mf
 from ..ace_plus_core.geometry import check_canvas_images, check_geometries
 from .common import CATEGORY, Geometry
-from .models import prepare_flux
+from .flux_models import LAYOUT_OPTION, prepare_flux
 
 _NOISE_MASK_TOOLTIP = (
     "Add the mask to the latent as a noise mask so sampling only changes the masked area (recommended: "
@@ -169,7 +169,7 @@ class ACEPlusCanvasConditioning(io.ComfyNode):
         check_canvas_images(geometry, uc_image=uc_image, c_image=c_image)
         validate.check_mask(mask, "mask")
         prepared = prepare_flux(model, "model")
-        wanted = mf.check_canvas_fits_model(prepared.model_options["ace_plus_layout"], (g.layout for g in geometry))
+        wanted = mf.check_canvas_fits_model(prepared.model_options[LAYOUT_OPTION], (g.layout for g in geometry))
         if wanted == "fft":
             values, latent, mask4 = encode_fft(vae, uc_image, c_image, mask, ("uc_image", "c_image", "mask"))
         else:

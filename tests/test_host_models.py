@@ -48,11 +48,11 @@ def flux_calls(comfy_host, monkeypatch):
 
 
 @pytest.fixture
-def models_module(comfy_host):
-    """The pack's nodes/models.py as ComfyUI's loader imported it."""
+def flux_models(comfy_host):
+    """The pack's nodes/flux_models.py as ComfyUI's loader imported it."""
     import sys
 
-    return sys.modules[comfy_host.node_class_mappings["ACEPlusLoader"].__module__]
+    return sys.modules[comfy_host.node_class_mappings["ACEPlusLoader"].__module__.rsplit(".", 1)[0] + ".flux_models"]
 
 
 @pytest.fixture
@@ -184,10 +184,10 @@ def test_loading_twice_leaves_the_model_list_alone(comfy_host, tiny_models):
     assert a.model is not b.model
     for m in (a, b):
         assert m.model_options["ace_plus_layout"] == "fft"
-        assert m.model.model_config.supported_inference_dtypes == [torch.bfloat16, torch.float32]
-        assert torch.float16 not in m.model.model_config.supported_inference_dtypes
         assert m.model.model_config.unet_config["in_channels"] == 112
-    # The instance, not the class, carries the Fill dtype rule.
+        assert m.get_model_object("manual_cast_dtype") is None and m.model_dtype() == torch.float32  # CPU: fp32
+    # ComfyUI's generic Flux class (which allows fp16) is used as is: the compute rule lives on the patcher.
+    assert type(a.model.model_config) is comfy.supported_models.Flux
     assert torch.float16 in comfy.supported_models.Flux.supported_inference_dtypes
 
 
@@ -304,13 +304,14 @@ def bf16_device(monkeypatch):
 
 
 def test_bf16_device_fft_loader_computes_in_bf16(comfy_host, tiny_models, fft_images, flux_calls, bf16_device):
-    """bf16 compute for every choice; the fp8 choices store fp8; "default" stores what ComfyUI picks for a bf16
-    device without fp8 matmul: bf16 for both files (ComfyUI expands an fp8 file to bf16 there, for speed)."""
+    """bf16 compute for every choice; the fp8 choices store fp8; "default" stores the fp32 file in bf16 (ComfyUI's
+    pick for a bf16 device) and keeps the fp8 file fp8 (ComfyUI alone would expand it to bf16: twice the memory)."""
     expected_storage = {"default": torch.bfloat16, "fp8_e4m3fn": torch.float8_e4m3fn,
                         "fp8_e4m3fn_fast": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
     reference = None
     for unet in (FFT, FFT_FP8):
         for dtype, storage in expected_storage.items():
+            storage = torch.float8_e4m3fn if (unet, dtype) == (FFT_FP8, "default") else storage
             flux_calls.clear()
             comfy_host.run(_fft_graph(fft_images, _loader(unet, dtype)))
             (call,) = flux_calls
@@ -322,8 +323,8 @@ def test_bf16_device_fft_loader_computes_in_bf16(comfy_host, tiny_models, fft_im
 
 
 def test_bf16_device_with_fp8_matmul(comfy_host, tiny_models, bf16_device, monkeypatch):
-    """A device with fp8 matmul too (Ada, Hopper): the fp8 file stays fp8 under "default" (ComfyUI's own rule
-    there), and fp8_e4m3fn_fast, only it, sets the model's fp8 optimization, so ComfyUI builds fp8 matmul ops."""
+    """A device with fp8 matmul too (Ada, Hopper): the fp8 file stays fp8 under "default", and fp8_e4m3fn_fast,
+    only it, sets the model's fp8 optimization, so ComfyUI builds fp8 matmul ops."""
     import comfy.ops
 
     monkeypatch.setattr(bf16_device, "supports_fp8_compute", lambda *a, **k: True)
@@ -447,7 +448,7 @@ def test_lora_mismatch_is_an_error(comfy_host, tiny_models, fft_images, model, l
     assert e.value.details["node_type"] == "ACEPlusLoraLoader"
 
 
-def test_lora_with_other_shapes_is_an_error(comfy_host, tiny_models, tmp_path, models_module):
+def test_lora_with_other_shapes_is_an_error(comfy_host, tiny_models, tmp_path, flux_models):
     """A LoRA whose keys match but whose matrices were made for another width (here hidden 128, no img_in)."""
     import comfy.sd
     import tiny_models as factory
@@ -458,15 +459,47 @@ def test_lora_with_other_shapes_is_an_error(comfy_host, tiny_models, tmp_path, m
     model = comfy.sd.load_diffusion_model(str(tiny_models["tiny_flux_fill"]))
     with pytest.raises(ValueError, match=r"lora_name: wide.safetensors does not fit the model \(FLUX.1-Fill.*\): "
                                          r"\d+ weight\(s\) have other shapes, e.g. diffusion_model.double_blocks"):
-        models_module.apply_lora(model, str(path), 1.0, "lora_name")
+        flux_models.apply_lora(model, str(path), 1.0, "lora_name")
     assert not model.patches  # the input model is never patched
 
 
-def test_pickle_lora_is_refused(tmp_path, models_module):
+def test_partly_matching_lora_warns_and_patches_what_matches(comfy_host, tiny_models, tmp_path, flux_models,
+                                                             caplog):
+    """One module names a weight of the model, one names none: a warning, and only the matching weight patched."""
+    import logging
+
+    import comfy.model_management as mm
+    import comfy.sd
+    from safetensors.torch import save_file
+
+    model = comfy.sd.load_diffusion_model(str(tiny_models["tiny_flux_fill"]))
+    out_features, in_features = model.model.state_dict()["diffusion_model.img_in.weight"].shape
+    g = torch.Generator().manual_seed(0)
+    sd = {"diffusion_model.img_in.lora_A.weight": torch.randn(2, in_features, generator=g),
+          "diffusion_model.img_in.lora_B.weight": torch.randn(out_features, 2, generator=g),
+          "diffusion_model.no_such_block.lora_A.weight": torch.randn(2, 8, generator=g),
+          "diffusion_model.no_such_block.lora_B.weight": torch.randn(8, 2, generator=g)}
+    save_file(sd, str(tmp_path / "partly.safetensors"))
+    with caplog.at_level(logging.WARNING):
+        patched = flux_models.apply_lora(model, str(tmp_path / "partly.safetensors"), 0.5, "lora_name")
+    assert "ACE++ LoRA partly.safetensors: 1 of its 2 modules matched no weight of the model" in caplog.text
+    assert set(patched.patches) == {"diffusion_model.img_in.weight"} and not model.patches
+    base = model.model.state_dict()["diffusion_model.img_in.weight"].double().clone()
+    mm.load_models_gpu([patched])
+    try:  # the loaded weight is W + strength * B @ A, in float64 from the tensors written above
+        weight = patched.get_model_object("diffusion_model.img_in").weight.double()
+        expected = base + 0.5 * sd["diffusion_model.img_in.lora_B.weight"].double() @ sd[
+            "diffusion_model.img_in.lora_A.weight"].double()
+        assert (weight - expected).abs().max().item() < 1e-5
+    finally:
+        mm.unload_all_models()
+
+
+def test_pickle_lora_is_refused(tmp_path, flux_models):
     path = tmp_path / "old.pt"
     path.write_bytes(b"\x80\x04")
     with pytest.raises(ValueError, match="lora_name: old.pt is a pickle file .*convert to .safetensors"):
-        models_module.apply_lora(None, str(path), 1.0, "lora_name")
+        flux_models.apply_lora(None, str(path), 1.0, "lora_name")
 
 
 # --- LoRA files in every storage dtype ---------------------------------------------------------------------

@@ -141,18 +141,18 @@ def test_pack_source_has_no_eval_pickle_network_or_writes():
 
 
 @pytest.fixture
-def models_module(comfy_host):
-    """The pack's nodes/models.py as ComfyUI's loader imported it (its own copy of ace_plus_core)."""
-    return sys.modules[comfy_host.node_class_mappings["ACEPlusLoader"].__module__]
+def flux_models(comfy_host):
+    """The pack's nodes/flux_models.py as ComfyUI's loader imported it (its own copy of ace_plus_core)."""
+    return sys.modules[comfy_host.node_class_mappings["ACEPlusLoader"].__module__.rsplit(".", 1)[0] + ".flux_models"]
 
 
 @pytest.fixture
-def load_log(comfy_host, models_module, monkeypatch):
+def load_log(comfy_host, flux_models, monkeypatch):
     """Records header reads and tensor loads in order; torch.load and unsafe loads fail the test."""
     import comfy.utils
 
     log: list[tuple[str, str]] = []
-    read_header = models_module.mf.read_header
+    read_header = flux_models.mf.read_header
     load = comfy.utils.load_torch_file
 
     def recording_read_header(path, *a, **k):
@@ -168,7 +168,7 @@ def load_log(comfy_host, models_module, monkeypatch):
     def no_torch_load(*a, **k):
         raise AssertionError("torch.load called: pickle loading")
 
-    monkeypatch.setattr(models_module.mf, "read_header", recording_read_header)
+    monkeypatch.setattr(flux_models.mf, "read_header", recording_read_header)
     monkeypatch.setattr(comfy.utils, "load_torch_file", recording_load)
     monkeypatch.setattr(torch, "load", no_torch_load)
     return log
@@ -293,7 +293,7 @@ def test_lora_loader_names_bad_files_and_values(comfy_host, tiny_models, bad_mod
     assert not model.patches
 
 
-def test_other_adapter_formats_are_not_refused_early(tiny_models, tmp_path, models_module):
+def test_other_adapter_formats_are_not_refused_early(tiny_models, tmp_path, flux_models):
     """A full-weight diff (one of ComfyUI's non-LoRA adapter formats) passes the early "no LoRA weights" check."""
     import comfy.sd
     from safetensors.torch import save_file
@@ -302,7 +302,7 @@ def test_other_adapter_formats_are_not_refused_early(tiny_models, tmp_path, mode
     weight = model.model.state_dict()["diffusion_model.img_in.weight"]
     path = tmp_path / "diff_adapter.safetensors"
     save_file({"diffusion_model.img_in.diff": torch.full_like(weight, 0.01)}, str(path))
-    patched = models_module.apply_lora(model, str(path), 1.0, "lora_name")
+    patched = flux_models.apply_lora(model, str(path), 1.0, "lora_name")
     assert "diffusion_model.img_in.weight" in patched.patches and not model.patches
 
 
