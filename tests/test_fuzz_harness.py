@@ -1,22 +1,29 @@
-"""Shared pieces of the fuzz suites (tests/test_fuzz_core.py, tests/test_fuzz_nodes.py); holds no tests.
+"""Shared pieces of the fuzz suites (tests/test_fuzz_core.py, tests/test_fuzz_nodes.py), and tests of them.
 
 * :class:`Tally` runs one fuzz case: the call either returns (the caller then checks the outputs are well formed) or
-  raises a ``ValueError`` whose message names one of the function's inputs; any other exception, or a message that
-  names no input, fails the test. It counts the cases per function.
-* :func:`report_fixture` makes a module fixture that registers a ``pytest_terminal_summary`` plugin, so the session
-  ends with "fuzz cases" lines: how many cases each function or node was tried with.
+  raises a ``ValueError`` whose message names, as a token (:func:`names_input`), one of the inputs that were invalid
+  in that draw; any other exception, a message naming another input, or any refusal of a valid draw
+  (:meth:`Tally.accept`) fails the test. It counts the cases per function.
+* :func:`register` adds a ``pytest_terminal_summary`` plugin, so the session ends with "fuzz cases" lines: how many
+  cases each function or node was tried with.
 * Hypothesis strategies for ComfyUI IMAGE / MASK tensors (good, extreme and broken) and for widget values.
+* The valid population (:func:`valid_images`, :func:`valid_masks`: rules written here from the README) and its
+  oracles: :func:`expected_mask` (the documented mask rule in numpy), :func:`check_valid_canvas`,
+  :func:`check_untouched_edit_area`, :func:`check_stitched`, :func:`check_cut_back`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import pytest
 import torch
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 
 #: Fixed seed, bounded counts: a case budget per suite (the whole fuzz suite stays under ~90 s on 2 cores).
 def fuzz_settings(n: int) -> settings:
@@ -26,6 +33,11 @@ def fuzz_settings(n: int) -> settings:
 REFUSED = object()
 
 
+def names_input(message: str, name: str) -> bool:
+    """Whether ``message`` names the input ``name`` as a token (``image`` is not named by ``edit_image ...``)."""
+    return re.search(rf"(^|[^a-z_]){re.escape(name)}([^a-z_]|$)", message) is not None
+
+
 class Tally:
     """Counts the fuzz cases of one suite: name -> [returned, refused with a ValueError]."""
 
@@ -33,20 +45,33 @@ class Tally:
         self.title = title
         self.counts: dict[str, list[int]] = {}
 
-    def call(self, name: str, inputs: Iterable[str], fn: Callable, *args, **kwargs):
-        """``fn(*args, **kwargs)``, or :data:`REFUSED` after a ``ValueError`` that names one of ``inputs``."""
+    def call(self, name: str, invalid: str | Iterable[str] | None, fn: Callable, *args, **kwargs):
+        """``fn(*args, **kwargs)``, or :data:`REFUSED` after a ``ValueError`` that names (as a token) one of the
+        inputs that were ``invalid`` in this draw. With no invalid input (``None`` or ``()``) any ``ValueError``
+        fails: a valid draw must be accepted."""
         entry = self.counts.setdefault(name, [0, 0])
-        inputs = tuple(inputs)
+        invalid = (invalid,) if isinstance(invalid, str) else tuple(invalid or ())
         try:
             out = fn(*args, **kwargs)
         except ValueError as e:
             message = str(e)
-            if not any(n in message for n in inputs):
-                raise AssertionError(f"{name}: ValueError that names none of the inputs {inputs}: {message!r}") from e
+            if not invalid:
+                raise AssertionError(f"{name} refused a valid input: {message!r}") from e
+            if not any(names_input(message, n) for n in invalid):
+                raise AssertionError(
+                    f"{name}: ValueError that names none of the invalid inputs {invalid}: {message!r}") from e
             entry[1] += 1
             return REFUSED
         entry[0] += 1
         return out
+
+    def note(self, name: str, n: int = 1) -> None:
+        """Count ``n`` extra checks under ``name`` (shown in the session summary)."""
+        self.counts.setdefault(name, [0, 0])[0] += n
+
+    def accept(self, name: str, fn: Callable, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on a valid draw: any exception fails the test."""
+        return self.call(name, None, fn, *args, **kwargs)
 
     def lines(self) -> list[str]:
         out = [f"fuzz cases ({self.title}): name: cases (returned / ValueError naming an input; validate_inputs: "
@@ -84,11 +109,15 @@ def register(config: pytest.Config, tally: Tally) -> None:
 # ==================================================================== checks of outputs
 
 
-def assert_image(x, name: str, *, batch: int | None = None, hw: tuple[int, int] | None = None) -> None:
+def assert_image(x, name: str, *, batch: int | None = None, hw: tuple[int, int] | None = None,
+                 dtype: torch.dtype | None = None) -> None:
     assert isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[-1] == 3, (name, getattr(x, "shape", x))
     assert x.is_floating_point(), (name, x.dtype)
-    assert bool(torch.isfinite(x).all()), f"{name}: non-finite values"
-    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0, f"{name}: values outside [0, 1]: {x.min()}..{x.max()}"
+    if dtype is not None:
+        assert x.dtype == dtype, (name, x.dtype, dtype)
+    lo, hi = (float(v) for v in torch.aminmax(x))  # NaN propagates into both
+    assert math.isfinite(lo) and math.isfinite(hi), f"{name}: non-finite values"
+    assert lo >= 0.0 and hi <= 1.0, f"{name}: values outside [0, 1]: {lo}..{hi}"
     if batch is not None:
         assert x.shape[0] == batch, (name, tuple(x.shape), batch)
     if hw is not None:
@@ -97,7 +126,7 @@ def assert_image(x, name: str, *, batch: int | None = None, hw: tuple[int, int] 
 
 def assert_binary_mask(m, name: str, *, batch: int | None = None, hw: tuple[int, int] | None = None) -> None:
     assert isinstance(m, torch.Tensor) and m.ndim == 3, (name, getattr(m, "shape", m))
-    assert bool(((m == 0) | (m == 1)).all()), f"{name}: values other than 0 and 1"
+    assert torch.equal(m, (m > 0.5).to(m.dtype)), f"{name}: values other than 0 and 1"
     if batch is not None:
         assert m.shape[0] == batch, (name, tuple(m.shape), batch)
     if hw is not None:
@@ -130,7 +159,7 @@ def images(draw, max_side: int = 48, batches=(1, 1, 1, 2, 3), kinds=IMAGE_KINDS,
     g = torch.Generator().manual_seed(seed)
     c = {"channels_2": 2, "channels_5": 5, "gray": 1, "rgba": 4}.get(kind, 3)
     x = torch.rand((b, h, w, c), generator=g)
-    if kind == "unbatched":
+    if kind == "unbatched" and b == 1:  # [H, W, C] is a batch of one
         return x[0]
     if kind in ("nan", "inf"):
         flat = x.view(-1)
@@ -234,3 +263,329 @@ def faults(*names: str):
 def pick(data, name: str, broken: str | None, good, bad):
     """Draw input ``name`` from ``bad`` when it is the one this case breaks, else from ``good``."""
     return data.draw(bad if broken == name else good, name)
+
+
+# ==================================================================== the valid population
+# Rules written here from the README ("Bad input"), not taken from the product's helpers or constants: every draw
+# below is an input the pack documents as valid, so it must be ACCEPTED and give well-formed outputs.
+
+#: Sides of valid photos (px) and their largest aspect ratio (both ways; the canvas crops only beyond 4:1).
+VALID_SIDES = (24, 700)
+VALID_ASPECT = 4
+#: Float dtypes an IMAGE may arrive in (fp16 / bf16 VAEs, float64 from numpy-based nodes).
+VALID_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+#: Memory layouts: upstream nodes hand over views (transposes, slices, channel-last permutes, expanded batches).
+MEMORY_LAYOUTS = ("contiguous", "contiguous", "transposed", "sliced", "channels_first", "expanded")
+
+
+def with_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """The values of ``x`` ``[B, H, W, C]`` as a (mostly non-contiguous) view of another tensor."""
+    b, h, w, c = x.shape
+    if layout == "transposed":
+        return x.transpose(1, 2).contiguous().transpose(1, 2)
+    if layout == "channels_first":
+        return x.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    if layout == "sliced":
+        base = torch.zeros((b, h + 2, 2 * w + 1, c + 1), dtype=x.dtype)
+        base[:, 1 : h + 1, 1::2, :c] = x
+        return base[:, 1 : h + 1, 1::2, :c]
+    if layout == "expanded":  # one item used for the whole batch (stride 0)
+        return x[:1].expand(b, -1, -1, -1)
+    return x
+
+
+@st.composite
+def valid_hw(draw, lo: int = VALID_SIDES[0], hi: int = VALID_SIDES[1]) -> tuple[int, int]:
+    """(H, W) with both sides in [lo, hi] and an aspect ratio of at most 4:1 either way (edges included)."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.sampled_from([(lo, lo), (lo, VALID_ASPECT * lo), (VALID_ASPECT * lo, lo), (hi, hi),
+                                     (hi, hi // VALID_ASPECT), (hi // VALID_ASPECT, hi), (lo + 1, lo)]))
+    a = draw(st.one_of(st.integers(lo, min(hi, 160)), st.integers(lo, hi)))  # mostly small: fast cases
+    b = draw(st.integers(max(lo, -(-a // VALID_ASPECT)), min(hi, VALID_ASPECT * a)))
+    return (a, b) if draw(st.booleans()) else (b, a)
+
+
+@st.composite
+def valid_images(draw, hw=None, batch: int | None = None, channels=(3, 3, 3, 3, 1, 4), lo: int = VALID_SIDES[0],
+                 hi: int = VALID_SIDES[1]) -> torch.Tensor:
+    """A valid IMAGE ``[B, H, W, C]``: values in [0, 1], any float dtype, any memory layout, C = 1, 3 or 4."""
+    h, w = hw if hw is not None else draw(valid_hw(lo, hi))
+    b = batch if batch is not None else draw(st.sampled_from([1, 2]))
+    c = draw(st.sampled_from(channels))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    x = torch.rand((b, h, w, c), generator=g, dtype=torch.float64).to(draw(st.sampled_from(VALID_DTYPES)))
+    return with_layout(x, draw(st.sampled_from(MEMORY_LAYOUTS)))
+
+
+#: Valid MASK kinds: no mask, empty (everything), LoadImage's 64x64 zero placeholder, full, partial (hard, soft, bool,
+#: uint8, with NaN or +inf, [H, W], [B, 1, H, W], transposed view, 2x the size at the same aspect ratio), and a batch
+#: whose first item is partial and second empty.
+VALID_MASKS = ("none", "empty", "placeholder_64", "full", "rect", "rect", "rects", "soft", "bool", "uint8", "nan",
+               "inf", "hw", "b1hw", "transposed", "double_size", "partial_then_empty")
+
+
+@st.composite
+def valid_masks(draw, hw: tuple[int, int], batch: int, kinds=VALID_MASKS):
+    kind = draw(st.sampled_from(kinds))
+    h, w = hw
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    b = draw(st.sampled_from([1, batch]))
+    if kind == "none":
+        return None
+    if kind == "empty":
+        return torch.zeros((b, h, w))
+    if kind == "placeholder_64":
+        return torch.zeros((1, 64, 64))
+    if kind == "full":
+        return torch.ones((b, h, w))
+
+    def rect(m: torch.Tensor) -> None:
+        mh, mw = m.shape[-2:]
+        t, lf = (int(torch.randint(0, n, (1,), generator=g)) for n in (mh, mw))
+        bh = int(torch.randint(1, mh - t + 1, (1,), generator=g))
+        bw = int(torch.randint(1, mw - lf + 1, (1,), generator=g))
+        m[..., t : t + bh, lf : lf + bw] = 1.0
+
+    m = torch.zeros((b, h, w))
+    for item in m:
+        for _ in range(3 if kind == "rects" else 1):
+            rect(item)
+    if kind == "soft":  # marked pixels in (0.5, 1], the rest in [0, 0.5]
+        m = torch.where(m > 0, 0.5 + 0.5 * torch.rand(m.shape, generator=g).clamp_min(1e-3),
+                        0.5 * torch.rand(m.shape, generator=g))
+    elif kind == "bool":
+        m = m > 0.5
+    elif kind == "uint8":
+        m = (m * 255).to(torch.uint8)
+    elif kind in ("nan", "inf"):
+        spot = torch.rand(m.shape, generator=g) < 0.05
+        m = torch.where(spot, torch.tensor(math.nan if kind == "nan" else math.inf), m)
+    elif kind == "hw":
+        m = m[0]
+    elif kind == "b1hw":
+        m = m.unsqueeze(1)
+    elif kind == "transposed":
+        m = m.transpose(1, 2).contiguous().transpose(1, 2)
+    elif kind == "double_size":  # every pixel becomes 2x2: the same mask at twice the size
+        m = m.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    elif kind == "partial_then_empty" and batch > 1:
+        m = torch.cat([m[:1], torch.zeros((batch - 1, h, w))])
+    return m
+
+
+def _nearest_exact(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output index for nearest-exact resampling: floor((i + 0.5) * n_in / n_out)."""
+    return np.minimum(np.floor((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
+
+
+def expected_mask(mask, hw: tuple[int, int], batch: int) -> np.ndarray:
+    """The documented region rule, in numpy: bool ``[batch, H, W]``, True where the image is edited.
+
+    Binarized at > 0.5 (NaN counts as 0, +inf as 1); [H, W] is one item, [B, 1, H, W] is [B, H, W]; a batch of 1
+    is used for every item; an item with no marked pixel (any size: LoadImage's 64x64 zero placeholder) means
+    "edit everything"; a marked mask of another size (same aspect ratio) is resized nearest-exact; None = all."""
+    h, w = hw
+    if mask is None:
+        return np.ones((batch, h, w), dtype=bool)
+    m = mask.detach().cpu().to(torch.float64).numpy()
+    m = m[None] if m.ndim == 2 else m[:, 0] if m.ndim == 4 else m
+    marked = m > 0.5
+    if marked.shape[0] == 1:
+        marked = np.repeat(marked, batch, axis=0)
+    assert marked.shape[0] == batch, (marked.shape, batch)
+    out = np.ones((batch, h, w), dtype=bool)
+    for i, item in enumerate(marked):
+        if not item.any():
+            continue
+        if item.shape != (h, w):
+            item = item[_nearest_exact(item.shape[0], h)][:, _nearest_exact(item.shape[1], w)]
+        out[i] = item
+    return out
+
+
+def as_dtype(x: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """float64 values rounded to ``dtype`` (what a cast to the output's dtype gives), back as float64."""
+    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype).double().numpy()
+
+
+def rgb64(image: torch.Tensor) -> np.ndarray:
+    """An IMAGE as float64 RGB numpy ``[B, H, W, 3]`` (gray repeated, alpha dropped), values as given."""
+    x = image.detach().cpu().to(torch.float64).numpy()
+    x = x[None] if x.ndim == 3 else x
+    return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x[..., :3]
+
+
+def check_valid_canvas(image, mask, geometry, *, batch: int, budget: float, source_hw: tuple[int, int],
+                       dtype: torch.dtype, region: np.ndarray | None = None, repaint: bool = False,
+                       uc=None, c=None) -> None:
+    """A canvas made from a valid draw: ``[B, H, W, 3]`` of ``dtype`` in [0, 1], sides multiples of 16, at most
+    ``budget`` tokens; the mask binary ``[B, H, W]``, 0 over the reference strip; each geometry's edit area (with
+    its padding) inside the canvas, its crop box inside the source and within 4:1, every pixel of ``region`` (the
+    expected edit region of the source, :func:`expected_mask`) inside the crop box. Repainting: gray under the
+    mask. FFT (``uc``, ``c``): UC is the canvas grayed under the mask, C gray except under the mask."""
+    assert_image(image, "canvas", batch=batch, dtype=dtype)
+    h, w = int(image.shape[1]), int(image.shape[2])
+    assert h % 16 == 0 and w % 16 == 0 and h >= 16 and w >= 16, (h, w)
+    assert (h // 16) * (w // 16) <= budget, ((h, w), budget)
+    assert_binary_mask(mask, "mask", batch=batch, hw=(h, w))
+    assert isinstance(geometry, tuple) and len(geometry) == batch, geometry
+    marked = mask > 0.5
+    for i, g in enumerate(geometry):
+        assert (g.canvas_h, g.canvas_w) == (h, w) and (g.source_h, g.source_w) == tuple(source_hw), g
+        assert min(g.edit_w, g.edit_h, g.crop_w, g.crop_h) >= 1, g
+        assert g.edit_x0 + g.edit_w + g.pad_right <= w and g.edit_y0 + g.edit_h + g.pad_bottom <= h, g
+        assert g.crop_top + g.crop_h <= g.source_h and g.crop_left + g.crop_w <= g.source_w, g
+        assert max(g.crop_h, g.crop_w) <= VALID_ASPECT * min(g.crop_h, g.crop_w), f"crop box beyond 4:1: {g}"
+        assert not bool(marked[i, :, : g.edit_x0].any()), "the mask marks the reference strip"
+        if region is not None:
+            outside = region[i].copy()
+            outside[g.crop_top : g.crop_top + g.crop_h, g.crop_left : g.crop_left + g.crop_w] = False
+            assert not outside.any(), f"item {i}: the crop box {g.crop_box} leaves out marked pixels"
+    gray = torch.tensor(0.5, dtype=image.dtype)
+    marked = marked.unsqueeze(-1)
+    if repaint:
+        assert torch.equal(torch.where(marked, gray, image), image), "repainting: the masked canvas is not 0.5 gray"
+    if uc is not None:
+        assert_image(uc, "uc_image", batch=batch, hw=(h, w), dtype=dtype)
+        assert_image(c, "c_image", batch=batch, hw=(h, w), dtype=dtype)
+        assert torch.equal(torch.where(marked, gray, image), uc), "uc_image is not the canvas grayed under the mask"
+        assert torch.equal(torch.where(marked, image, gray), c), "c_image is not gray except under the mask"
+
+
+#: The canvas is computed around gray = 0 (x - 0.5, then + 0.5): in float32 that rounds values below 0.25 by up to
+#: half an ulp of [0.25, 0.5), 2**-26. "Untouched" pixels are equal to within that (fp16 / bf16 inputs: exactly).
+SHIFT_ROUNDING = 2.0**-26
+
+
+def check_untouched_edit_area(image, mask, geometry, edit, region: np.ndarray, guidance=None) -> int:
+    """Where a geometry maps its crop box 1:1 (no resampling), the canvas mask equals ``region`` over the box and
+    the unmasked canvas pixels are the edit image's own (under the mask: ``guidance``'s, when given). Returns the
+    number of items checked."""
+    src = rgb64(edit)
+    ctl = rgb64(guidance) if guidance is not None else None
+    checked = 0
+    for i, g in enumerate(geometry):
+        if (g.edit_h, g.edit_w) != (g.crop_h, g.crop_w):
+            continue
+        t, lf, ch, cw = g.crop_top, g.crop_left, g.crop_h, g.crop_w
+        box = region[i, t : t + ch, lf : lf + cw]
+        canvas_mask = mask[i, g.edit_y0 : g.edit_y0 + ch, g.edit_x0 : g.edit_x0 + cw].numpy() > 0.5
+        assert np.array_equal(canvas_mask, box), f"item {i}: canvas mask differs from the edit region"
+        area = image[i, g.edit_y0 : g.edit_y0 + ch, g.edit_x0 : g.edit_x0 + cw].double().numpy()
+        own = as_dtype(src[i % src.shape[0], t : t + ch, lf : lf + cw], image.dtype)
+        np.testing.assert_allclose(area[~box], own[~box], rtol=0, atol=SHIFT_ROUNDING,
+                                   err_msg=f"item {i}: edit pixels changed")
+        if ctl is not None:
+            own = as_dtype(ctl[i % ctl.shape[0], t : t + ch, lf : lf + cw], image.dtype)
+            np.testing.assert_allclose(area[box], own[box], rtol=0, atol=SHIFT_ROUNDING,
+                                       err_msg=f"item {i}: guidance under the mask changed")
+        checked += 1
+    return checked
+
+
+def _edit_area(decoded: torch.Tensor, g, dtype: torch.dtype) -> np.ndarray:
+    """The edit area of each decoded canvas item, rounded to ``dtype``, as float64 RGB ``[B, edit_h, edit_w, 3]``."""
+    return as_dtype(rgb64(decoded), dtype)[:, g.edit_y0 : g.edit_y0 + g.edit_h, g.edit_x0 : g.edit_x0 + g.edit_w]
+
+
+def check_cut_back(cut, decoded, geometry) -> None:
+    """Cut Back of a valid draw: each item's crop box size; unscaled geometries give the edit area's own pixels."""
+    g0 = geometry[0]
+    assert_image(cut, "cut back", batch=len(geometry), hw=(g0.crop_h, g0.crop_w))
+    for i, g in enumerate(geometry):
+        if (g.edit_h, g.edit_w) == (g.crop_h, g.crop_w):
+            np.testing.assert_array_equal(cut[i].double().numpy(), _edit_area(decoded, g, cut.dtype)[i],
+                                          err_msg=f"item {i}: cut back is not the edit area")
+
+
+def check_stitched(out, original, mask, geometry, decoded, grow: int, feather: int, color_match: bool) -> int:
+    """Stitch of a valid draw: the original's size (float32 for a float32 original); outside each crop box and
+    farther than ``grow`` + the feather's reach (dilate by ceil(f/2), then blur over ceil(f/2): 2 ceil(f/2)) from the
+    stitch mask (:func:`expected_mask`) the original pixels, bit for bit; with no grow, feather or colour match and
+    an unscaled geometry, the generated pixels under the mask. Returns how many items had their mask checked."""
+    batch = len(geometry)
+    h, w = geometry[0].source_h, geometry[0].source_w
+    assert_image(out, "stitched", batch=batch, hw=(h, w),
+                 dtype=torch.float32 if original.dtype == torch.float32 else None)
+    region = expected_mask(mask, (h, w), batch)
+    reach = grow + 2 * math.ceil(feather / 2)
+    got, orig = out.double().numpy(), rgb64(original)
+    pasted_items = 0
+    for i, g in enumerate(geometry):
+        box = np.zeros((h, w), dtype=bool)
+        box[g.crop_top : g.crop_top + g.crop_h, g.crop_left : g.crop_left + g.crop_w] = True
+        near = ndimage.binary_dilation(region[i], np.ones((3, 3), bool), iterations=reach) if reach else region[i]
+        keep = ~(near & box)
+        np.testing.assert_array_equal(got[i][keep], orig[i % orig.shape[0]][keep],
+                                      err_msg=f"item {i}: pixels away from the mask changed")
+        if reach == 0 and not color_match and (g.edit_h, g.edit_w) == (g.crop_h, g.crop_w):
+            rows, cols = slice(g.crop_top, g.crop_top + g.crop_h), slice(g.crop_left, g.crop_left + g.crop_w)
+            pasted = region[i, rows, cols]
+            np.testing.assert_array_equal(got[i, rows, cols][pasted], _edit_area(decoded, g, out.dtype)[i][pasted],
+                                          err_msg=f"item {i}: the masked pixels are not the generated ones")
+            pasted_items += 1
+    return pasted_items
+
+
+
+# ==================================================================== tests of the harness itself
+
+
+def test_names_input_matches_whole_tokens_only():
+    assert names_input("edit_image is 512x512 but ...", "edit_image")
+    assert names_input("the decoded canvas (image) is 16x16", "image")
+    assert names_input("mosaic ratio must be >= 1", "ratio")
+    assert not names_input("edit_image must be an IMAGE", "image")  # "image" is not named by "edit_image"
+    assert not names_input("edit_mask is 8x8", "mask") and not names_input("images are missing", "image")
+
+
+def test_tally_fails_a_refused_valid_draw_and_a_message_naming_another_input():
+    tally = Tally("self-test")
+
+    def refuse(message):
+        raise ValueError(message)
+
+    assert tally.call("f", "edit_image", refuse, "edit_image: bad") is REFUSED
+    with pytest.raises(AssertionError, match="refused a valid input"):
+        tally.accept("f", refuse, "edit_image: refused")
+    with pytest.raises(AssertionError, match="names none of the invalid inputs"):
+        tally.call("f", "edit_image", refuse, "image must be an IMAGE")
+    with pytest.raises(AssertionError, match="names none of the invalid inputs"):
+        tally.call("f", "edit_mask", refuse, "edit_image is 8x8 but ...")
+
+
+def test_expected_mask_follows_the_documented_rule():
+    soft = torch.tensor([[[0.2, 0.51], [math.nan, math.inf]]])
+    assert expected_mask(soft, (2, 2), 1).tolist() == [[[False, True], [False, True]]]
+    assert expected_mask(None, (2, 3), 2).all() and expected_mask(torch.zeros((1, 64, 64)), (5, 7), 2).all()
+    # Per item: an empty item edits everything; [H, W] and [B, 1, H, W] shapes; a batch of 1 for every item.
+    two = torch.zeros((2, 2, 2))
+    two[0, 0, 0] = 1
+    assert expected_mask(two, (2, 2), 2).tolist() == [[[True, False], [False, False]], [[True, True], [True, True]]]
+    assert expected_mask(two[0], (2, 2), 2)[1].tolist() == [[True, False], [False, False]]
+    assert expected_mask(two.unsqueeze(1), (2, 2), 2)[0].tolist() == [[True, False], [False, False]]
+    # Twice the size, same aspect ratio: nearest-exact back to the image (source index floor((i + 0.5) * 2)).
+    big = torch.zeros((1, 4, 6))
+    big[0, 1, 3] = 1  # rows 1, 3 and columns 1, 3, 5 are sampled
+    assert expected_mask(big, (2, 3), 1).tolist() == [[[False, True, False], [False, False, False]]]
+
+
+@fuzz_settings(40)
+@given(st.data())
+def test_the_valid_population_obeys_its_rules(data):
+    hw = data.draw(valid_hw())
+    assert all(VALID_SIDES[0] <= n <= VALID_SIDES[1] for n in hw) and max(hw) <= VALID_ASPECT * min(hw)
+    x = data.draw(valid_images(hw=hw))
+    assert x.ndim == 4 and tuple(x.shape[1:3]) == hw and x.shape[-1] in (1, 3, 4) and x.shape[0] in (1, 2)
+    assert x.dtype in VALID_DTYPES and float(x.min()) >= 0 and float(x.max()) <= 1
+    m = data.draw(valid_masks(hw, int(x.shape[0])))
+    region = expected_mask(m, hw, int(x.shape[0]))
+    assert region.shape == (x.shape[0], *hw) and all(item.any() for item in region)
+
+
+def test_the_valid_population_has_views_of_every_kind():
+    x = torch.rand((2, 5, 7, 3))
+    for layout in MEMORY_LAYOUTS:
+        y = with_layout(x, layout)
+        assert y.shape == x.shape and (layout in ("contiguous", "expanded") or not y.is_contiguous()), layout
+        assert torch.equal(y, x if layout != "expanded" else x[:1].expand(2, -1, -1, -1)), layout
