@@ -9,7 +9,7 @@ logic lives in ``ace_plus_core`` and can be imported on its own.
 
 import logging
 
-MIN_COMFYUI = "0.3.75"
+MIN_COMFYUI = "0.3.48"
 
 try:
     from comfy_api.v0_0_2 import ComfyExtension as _ComfyExtension  # noqa: F401

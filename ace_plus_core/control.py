@@ -1,47 +1,12 @@
-"""Control tasks computed in the pack: no scepter, no annotator weights, no network.
+"""Control tasks computed in the pack (no scepter, no annotator weights, no network), in vectorized torch.
 
-The official ACE++ code derives the guidance of its control tasks with scepter annotators (``edit_preprocess``):
-it converts the edit image to 8-bit RGB, runs the annotator, and pastes the annotator output over the edit image
-under the mask binarized at 0.5 (``Image.composite``). Three of those annotators are plain image processing and are
-reproduced here in vectorized torch; the other two are neural networks and need an external control image:
-
-* ``recolorizing`` (official ``GrayAnnotator``): :func:`recolorizing`, ITU-R 601 luma
-  ``L = 0.299 R + 0.587 G + 0.114 B`` (PIL's ``convert("L")`` weights), replicated to 3 channels, kept in float
-  (no 8-bit rounding). The official annotator calls ``cv2.cvtColor(rgb, COLOR_BGR2GRAY)`` on an RGB array, i.e.
-  it swaps the red and blue weights; this pack uses the standard weights.
-* ``mosaic_repainting`` (official ``ColorAnnotator``, ``RATIO: 64`` in the official local-editing config
-  ``models/model_zoo.yaml`` and ``config/ace_plus_fft.yaml``): :func:`mosaic_repainting`. ``ratio`` is a
-  **downscale factor**, not a block count: the official annotator resizes an ``H x W`` image to
-  ``(H // ratio) x (W // ratio)`` cells (bicubic) and back with nearest neighbour, so cells are about
-  ``ratio`` px wide (a 1024x1024 image becomes 16x16 cells of 64x64 px). Here the grid is the same - there are
-  ``nh = max(1, H // ratio)`` by ``nw = max(1, W // ratio)`` cells and pixel ``(y, x)`` lies in cell
-  ``(y * nh // H, x * nw // W)``, which is where nearest-neighbour upscaling puts it - but each cell holds the
-  **mean** of its pixels (the official bicubic downscale has no antialiasing and samples a few pixels near the
-  cell centre, which flickers with small shifts). The official code fails for images smaller than ``ratio``
-  (a zero-size resize); here such a side has one cell.
-* ``canny_repainting`` (official ``CannyAnnotator``, ``LOW_THRESHOLD: 100``, ``HIGH_THRESHOLD: 200``):
-  :func:`canny_repainting`, OpenCV's ``cv2.Canny(rgb_uint8, low, high)`` with its defaults (3x3 Sobel,
-  ``L2gradient=False``) re-implemented step by step. The official annotator calls ``cv2.Canny`` directly on the
-  8-bit **RGB** image: no grayscale conversion and no Gaussian blur before it (``cv2.Canny`` itself does not blur
-  either). So: quantize to 0..255 (``round(x * 255)``), 3x3 Sobel per channel with replicated borders, L1 magnitude
-  ``|gx| + |gy|``, per pixel keep the channel with the largest magnitude (the first on ties, as OpenCV does for
-  multi-channel input), non-maximum suppression along 4 directions with OpenCV's fixed-point ``tan(22.5 deg)``
-  sectors and its tie rules (magnitudes outside the image count as 0), double threshold (weak: ``> low``,
-  strong: ``> high``), then hysteresis: every weak pixel 8-connected through weak pixels to a strong one is an
-  edge. Hysteresis is a connected-components labelling of the weak pixels on the sparse graph of their
-  8-neighbour pairs (hooking and pointer jumping, iterated until nothing changes; bounded by the number of weak
-  pixels, typically a handful of rounds), not a pixel-by-pixel stack. On the test images the edge maps are
-  identical to ``cv2.Canny``'s. Output: white edges on black, 3 channels.
-* ``contour_repainting`` (``InfoDrawContourAnnotator``) and ``depth_repainting`` (``MidasDetector``) are neural
-  annotators whose weights the official code downloads at run time; this pack never downloads anything, so these
-  tasks take the control image from outside (any ComfyUI preprocessor node's output), see :data:`EXTERNAL_TASKS`.
-
-:func:`apply_under_mask` is the official composite without its 8-bit round trip: guidance where the mask is above
-0.5, the original pixels (bit for bit) elsewhere.
-
-Every function takes ComfyUI IMAGE tensors ``[B, H, W, C]`` (or ``[H, W, C]``; C = 1, 3 or 4, alpha ignored) with
-values in [0, 1], processes every batch item, stays on the input's device and returns ``[B, H, W, 3]`` in the
-input's floating dtype.
+``recolorizing``: ITU-R 601 luma (PIL's ``convert("L")`` weights; the official annotator swaps red and blue) in 3
+channels, unrounded. ``mosaic_repainting``: ``ratio`` is a downscale factor: ``max(1, H // ratio) x max(1, W // ratio)``
+cells on the official nearest-upscale grid, each the mean of its pixels. ``canny_repainting``: OpenCV's
+``cv2.Canny(rgb_uint8, low, high)`` on the 8-bit RGB image, as the official annotator calls it (3x3 Sobel, L1
+magnitude, strongest channel, OpenCV's NMS sectors, hysteresis by connected components). ``contour_repainting`` and
+``depth_repainting`` need neural annotators: their control image comes from outside (:data:`EXTERNAL_TASKS`).
+Functions take IMAGE ``[B, H, W, C]`` and return ``[B, H, W, 3]`` in the input's dtype, on its device.
 """
 
 from __future__ import annotations
@@ -94,9 +59,7 @@ _TG22 = int(0.4142135623730950488016887242097 * (1 << _CANNY_SHIFT) + 0.5)
 
 
 def _image(image: torch.Tensor, name: str = "image") -> tuple[torch.Tensor, torch.dtype]:
-    """IMAGE -> ``[B, H, W, C]`` (C = 1 or 3) in float32/float64, plus the dtype to return.
-
-    Checked by :func:`.validate.check_image` (NaN/inf: ``ValueError``; values outside [0, 1] clamped)."""
+    """Checked IMAGE -> ``[B, H, W, 1 or 3]`` in float32/float64, plus the dtype to return."""
     image = validate.check_image(image, name)
     out_dtype = image.dtype
     if image.shape[-1] == 4:
@@ -149,7 +112,7 @@ def mosaic_repainting(image: torch.Tensor, ratio: int = DEFAULT_MOSAIC_RATIO) ->
     """Pixelated guidance: ``max(1, H // ratio) x max(1, W // ratio)`` cells, each the mean of its pixels.
 
     Pixel ``(y, x)`` belongs to cell ``(y * nh // H, x * nw // W)`` (the official nearest-neighbour upscale's
-    grid); see the module docstring for how this relates to the official ``ColorAnnotator``.
+    grid).
     """
     if isinstance(ratio, bool) or not isinstance(ratio, numbers.Integral) or ratio < 1:
         raise ValueError(
@@ -173,8 +136,7 @@ def canny_repainting(
 ) -> torch.Tensor:
     """Edge guidance: ``cv2.Canny(rgb_uint8, low_threshold, high_threshold)`` in torch, white edges on black.
 
-    Thresholds are on OpenCV's scale (L1 magnitude of the 3x3 Sobel of 0-255 values, at most 2040). See the
-    module docstring for every step.
+    Thresholds are on OpenCV's scale (L1 magnitude of the 3x3 Sobel of 0-255 values, at most 2040).
     """
     low, high = check_canny_thresholds(low_threshold, high_threshold)
     x, dtype = _image(image)
@@ -221,12 +183,8 @@ def _non_maximum_candidates(
 def _hysteresis(weak: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
     """Weak pixels 8-connected (through weak pixels) to a strong one. ``[B, 1, H, W]`` bool in and out.
 
-    Connected components of the weak pixels, on the sparse graph of their 8-neighbour pairs, by hooking and
-    pointer jumping (Shiloach-Vishkin style): every weak pixel starts as its own root; each round hooks every root
-    onto the largest root among its neighbours' (``scatter_reduce`` amax), then jumps pointers until every pixel
-    points at its root. Roots only grow, so no cycles form; a round that changes nothing has labelled the
-    components, and every other round removes at least one root, so the loop (bounded by the number of weak
-    pixels) always finishes, typically in a handful of rounds. A component is kept if it holds a strong pixel.
+    Connected components of the weak pixels by hooking and pointer jumping (Shiloach-Vishkin style): each round
+    hooks every root onto the largest neighbouring root, then jumps pointers; roots only grow, so the loop ends.
     """
     shape = weak.shape
     B, _, H, W = shape
@@ -293,11 +251,8 @@ def derive_guidance(
     high_threshold: float = DEFAULT_CANNY_HIGH,
     ratio: int = DEFAULT_MOSAIC_RATIO,
 ) -> torch.Tensor:
-    """The full-image guidance of a control task in :data:`DERIVED_TASKS` (``[B, H, W, 3]``).
-
-    ``low_threshold`` / ``high_threshold`` are used by ``canny_repainting``, ``ratio`` by ``mosaic_repainting``.
-    Tasks in :data:`EXTERNAL_TASKS` need a control image from outside and raise a ``ValueError`` here.
-    """
+    """The full-image guidance ``[B, H, W, 3]`` of a task in :data:`DERIVED_TASKS` (canny: the thresholds; mosaic:
+    ``ratio``); :data:`EXTERNAL_TASKS` need a control image from outside (``ValueError``)."""
     if task == "recolorizing":
         return recolorizing(image)
     if task == "mosaic_repainting":
@@ -333,6 +288,5 @@ def apply_under_mask(guidance: torch.Tensor, image: torch.Tensor, mask: torch.Te
     for name, n in (("guidance", g.shape[0]), ("image", x.shape[0]), ("mask", mask.shape[0])):
         if n not in (1, batch):
             raise ValueError(f"{name} has a batch of {n}, expected 1 or {batch}")
-    x = image  # original values (after the [0, 1] clamp), bit for bit
-    x = x[..., :3] if x.shape[-1] == 4 else x.expand(*x.shape[:-1], 3) if x.shape[-1] == 1 else x
+    x = validate.rgb(image)  # original values (after the [0, 1] clamp), bit for bit
     return torch.where((mask > 0.5).to(x.device).unsqueeze(-1), g.to(device=x.device, dtype=dtype), x)

@@ -1,32 +1,7 @@
-"""Canvas geometry: where each part of an ACE++ canvas came from, and the arithmetic that sizes the canvas.
+"""Canvas geometry (where each part of a canvas came from) and the arithmetic that sizes the canvas.
 
-One :class:`CanvasGeometry` per batch item records everything needed to cut the generated edit area out of a decoded
-canvas and put it back into the original edit image:
-
-```
-   canvas (canvas_w x canvas_h, multiples of 16)              original edit image (source_w x source_h)
-  +-----------+----------------------+---+                    +---------------------------+
-  | reference | edit area            | p |                    |     +---------------+     |
-  | strip     | (edit_w x edit_h,    | a |   edit area  <->   |     | crop box      |     |
-  | (ref_w    |  at x = edit_x0,     | d |   (scale_x,        |     | (crop_top,    |     |
-  |  columns) |  y = edit_y0)        |   |    scale_y)        |     |  crop_left,   |     |
-  |           +----------------------+---+                    |     |  crop_h x w)  |     |
-  |           | pad (pad_bottom rows)    |                    |     +---------------+     |
-  +-----------+--------------------------+                    +---------------------------+
-```
-
-* ``edit_x0`` is the exact first column of the edit area (``== ref_w``; 0 without a reference) and ``edit_y0`` is 0
-  in both layouts today; the box is stored in full so that later layouts need no new fields.
-* ``pad_right`` / ``pad_bottom`` (exact fit only) are the columns/rows of edge-replicated padding that follow the edit
-  area to reach multiples of 16, and, for an edit image beyond 4:1, to bring its strip to 4:1; they are generated
-  but not part of the result.
-* The crop box is in source pixels: the whole image, a box around the mask (crop to mask), or, in the official fit,
-  the centre crop that limits the aspect ratio to 4:1.
-* ``scale_y = edit_h / crop_h`` and ``scale_x = edit_w / crop_w``. In the official fit the edit area is a slice of a
-  canvas resampled as a whole (nearest-exact), so the scales are the canvas' ``rH / H`` and ``rW / W`` and the slice
-  maps back to the crop box to within one source pixel per canvas pixel; in the exact fit the mapping is exact.
-
-Everything is plain data (``dataclasses.asdict`` / :meth:`CanvasGeometry.from_dict` round-trip).
+One :class:`CanvasGeometry` per batch item lets stitching cut the edit area out of a decoded canvas and put it back
+into the edit image; the diagram and the field rules are in docs/CANVAS.md. Plain data (``to_dict`` / ``from_dict``).
 """
 
 from __future__ import annotations
@@ -44,6 +19,7 @@ from .resize import resize_bilinear_aa, resize_nearest_exact
 __all__ = [
     "FITS",
     "LAYOUTS",
+    "MAX_ASPECT_RATIO",
     "REFERENCE_MODES",
     "TOKEN_PX",
     "CanvasGeometry",
@@ -60,11 +36,13 @@ TOKEN_PX = 16
 LAYOUTS = ("lora", "fft")
 FITS = ("official", "exact")
 REFERENCE_MODES = ("resize_to_height", "keep_pixels_pad")
+#: Longest side / shortest side beyond which an image is centre-cropped (reference) or padded (exact fit).
+MAX_ASPECT_RATIO = 4
 
 
 @dataclass(frozen=True)
 class CanvasGeometry:
-    """Geometry of one canvas (one batch item). All sizes in pixels; boxes as documented in the module docstring."""
+    """Geometry of one canvas (one batch item). All sizes in pixels; fields as in docs/CANVAS.md."""
 
     layout: str  #: "lora" or "fft"
     fit: str  #: "official" (drop-in processors) or "exact" (canvas node)
@@ -112,32 +90,13 @@ class CanvasGeometry:
         return (self.canvas_h // TOKEN_PX) * (self.canvas_w // TOKEN_PX)
 
     @property
-    def edit_box(self) -> tuple[int, int, int, int]:
-        """(x0, y0, w, h) of the edit area in the final canvas."""
-        return (self.edit_x0, self.edit_y0, self.edit_w, self.edit_h)
-
-    @property
     def crop_box(self) -> tuple[int, int, int, int]:
         """(top, left, height, width) of the source region the edit area represents."""
         return (self.crop_top, self.crop_left, self.crop_h, self.crop_w)
 
     def edit_area_slice(self) -> tuple[slice, slice]:
         """(rows, cols) slices of the edit area in the canvas: ``canvas[:, rows, cols]`` for ``[B, H, W, C]``."""
-        return (
-            slice(self.edit_y0, self.edit_y0 + self.edit_h),
-            slice(self.edit_x0, self.edit_x0 + self.edit_w),
-        )
-
-    def crop_slice(self) -> tuple[slice, slice]:
-        """(rows, cols) slices of the crop box in the source edit image."""
-        return (
-            slice(self.crop_top, self.crop_top + self.crop_h),
-            slice(self.crop_left, self.crop_left + self.crop_w),
-        )
-
-    def reference_slice(self) -> tuple[slice, slice]:
-        """(rows, cols) slices of the reference strip in the canvas (empty columns without a reference)."""
-        return (slice(0, self.canvas_h), slice(0, self.ref_w))
+        return slice(self.edit_y0, self.edit_y0 + self.edit_h), slice(self.edit_x0, self.edit_x0 + self.edit_w)
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -181,13 +140,8 @@ def check_canvas_images(geometry: tuple[CanvasGeometry, ...], **images: Any) -> 
 def canvas_to_crop(
     canvas: torch.Tensor, geometry: CanvasGeometry, *, is_mask: bool = False, name: str = "canvas"
 ) -> torch.Tensor:
-    """Cut the edit area out of a (decoded) canvas and resize it to the crop box size.
-
-    ``canvas`` is a ComfyUI IMAGE ``[B, H, W, C]`` (or ``[H, W, C]``), or with ``is_mask`` a MASK ``[B, H, W]`` (or
-    ``[H, W]``), of the canvas size ``geometry.canvas_h x geometry.canvas_w``. Images are resized with antialiased
-    bilinear, masks with nearest-exact; when the edit area already has the crop size (exact fit, no downscaling)
-    the pixels are returned unchanged. Returns ``[B, crop_h, crop_w, C]`` (or ``[B, crop_h, crop_w]``), images in
-    [0, 1]. The canvas is checked (:mod:`.validate`; ``name`` is how messages call it).
+    """The edit area of a decoded canvas IMAGE (or, ``is_mask``, a MASK) resized to its crop box: antialiased
+    bilinear for images (untouched when the size already matches), nearest-exact for masks. ``name``: for messages.
     """
     if not isinstance(geometry, CanvasGeometry):
         raise ValueError(f"geometry must be one CanvasGeometry (one batch item), got {type(geometry).__name__}")
@@ -219,12 +173,9 @@ def canvas_to_crop(
 def official_reference_size(
     ref_hw: tuple[int, int], edit_h: int, reference_mode: str, keep_pixels_rate: float | None
 ) -> tuple[int, int]:
-    """Size the official processors resize the reference to (before padding), with their exact float arithmetic.
-
-    ``resize_to_height`` (LoRA): ``(edit_h, int(W * (edit_h / H)))``. ``keep_pixels_pad`` (FFT): when
-    ``H >= keep_pixels_rate * edit_h``, ``tH = int(edit_h * rate)`` and ``(tH, int(W * (tH / H)))``; otherwise the
-    reference keeps its size (it is never enlarged) and is later padded to ``edit_h``.
-    """
+    """Size the official processors resize the reference to (before padding), with their float arithmetic:
+    ``resize_to_height`` to ``edit_h``; ``keep_pixels_pad`` to ``int(edit_h * rate)`` when at least that tall, else
+    kept (never enlarged)."""
     H, W = ref_hw
     if reference_mode == "resize_to_height":
         return edit_h, int(W * (edit_h / H))
@@ -237,11 +188,8 @@ def official_reference_size(
 
 
 def official_canvas_size(height: int, width: int, budget: float) -> tuple[int, int]:
-    """Official budget fit: ``scale = min(1, sqrt(budget / ((H/16)(W/16))))``, sides floored to multiples of 16.
-
-    ``budget`` is what the processor uses: ``max_seq_length`` for FFT, ``2 * max_seq_length`` for LoRA. May return
-    0 for a side (the caller reports that).
-    """
+    """Official budget fit: ``scale = min(1, sqrt(budget / ((H/16)(W/16))))``, sides floored to multiples of 16
+    (possibly 0: the caller reports that)."""
     d = TOKEN_PX
     scale = min(1.0, math.sqrt(budget / ((height / d) * (width / d))))
     return int(height * scale) // d * d, int(width * scale) // d * d
@@ -322,15 +270,11 @@ def plan_exact(
     max_image_tokens: float,
     max_aspect: int | None = None,
 ) -> ExactPlan:
-    """Choose the exact-fit sizes: the largest edit height (never above the crop height) whose canvas fits the budget.
+    """The exact-fit sizes: the largest edit height (at most the crop's) whose canvas fits ``max_image_tokens``.
 
-    The edit area is the crop scaled by ``s = edit_h / crop_h`` (``edit_w = round(crop_w * s)``); the reference is
-    sized from the same ``edit_h`` (``resize_to_height``: its height; ``keep_pixels_pad``: the official
-    shrink-never-enlarge rule at the source scale, times ``s``); each strip is then padded to multiples of 16, and
-    ``canvas_h * canvas_w / 256 <= max_image_tokens``. With ``max_aspect``, a crop beyond ``max_aspect``:1 gets its
-    edit strip padded further, on the short side, to ``max_aspect``:1 (the padding counts against the budget; crops
-    within the limit are planned as without it). Downscaling never takes an edit side below 16 px (or its original
-    size if smaller): a budget that would is a ``ValueError``.
+    Edit area = crop x ``s = edit_h / crop_h``; the reference is sized from the same ``edit_h``; strips are padded to
+    multiples of 16 and, with ``max_aspect``, a crop beyond it to ``max_aspect``:1. An edit side below 16 px (or its
+    original size if smaller) is a ``ValueError``.
     """
     ch, cw = crop_hw
 

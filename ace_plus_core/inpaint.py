@@ -1,13 +1,8 @@
-"""Preparing canvas pixels and masks for VAE encoding as ACE++ conditioning (pure torch).
+"""Canvas pixels and masks prepared for VAE encoding as ACE++ conditioning (pure torch).
 
-The VAE works on multiples of 8 pixels. Like ComfyUI's InpaintModelConditioning, an image whose sides are not
-multiples of 8 is center-cropped to them, and the mask is resized to the image and cropped the same way.
-Unlike the official ACE++ nodes, *every* tensor that is encoded (the concat latents and the latent the sampler
-starts from) comes from the same cropped pixels (official defect 11).
-
-Inputs are checked before anything is encoded (:mod:`.validate`): NaN/inf pixels are a ``ValueError``, values
-outside [0, 1] are clamped, 1-channel images are used as RGB and alpha is dropped; the mask keeps soft values
-(NaN becomes 0, values are clamped to [0, 1]).
+As ComfyUI's InpaintModelConditioning, sides are center-cropped to multiples of 8 and the mask resized to the image
+and cropped the same way; every tensor that is encoded comes from the same cropped pixels (unlike the official
+nodes). The mask keeps soft values.
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
-"""Mask and batch rules of the ACE++ canvas.
+"""Mask and batch rules of the ACE++ canvas (docs/CANVAS.md).
 
-Masks follow ComfyUI's MASK convention: float ``[B, H, W]`` (``[H, W]`` is read as a batch of one); a value above
-0.5 marks a pixel to edit.
-
-* **Binary.** Masks are binarized (``> 0.5``; NaN counts as 0, with a logged warning) before anything else. Shapes
-  and dtypes are checked by :func:`.validate.check_mask`.
-* **Empty = edit everything.** A mask with no marked pixel means "no mask" (the whole edit image is editable), the
-  way the official code treats it. This matters because ComfyUI's ``LoadImage`` returns a 64x64 all-zero mask for
-  images without alpha; an all-zero mask of any size is therefore accepted whatever the image size. The rule is
-  applied per batch item.
-* **Other sizes.** A (non-empty) mask whose size differs from the image's is rescaled (nearest-exact) when both
-  aspect ratios agree within 1 %; otherwise it is a ``ValueError`` naming both sizes. The official code silently
-  replaced such masks by all ones (edit everything); this module never does.
-* **Batches.** Every edit image gets its own canvas. A reference, mask or guidance image with a batch of 1 is used
-  for every item; any other batch size that differs from the edit image's is a ``ValueError``.
+A MASK value above 0.5 marks a pixel to edit (NaN counts as 0); an empty mask means "edit everything" (ComfyUI's
+``LoadImage`` gives a 64x64 all-zero one for images without alpha); a mask of another size is rescaled when the aspect
+ratios agree within 1 %, else a ``ValueError`` (never silently replaced by ones). Inputs of batch 1 serve every item.
 """
 
 from __future__ import annotations
@@ -28,7 +17,6 @@ from .resize import resize_bilinear_aa, resize_nearest_exact
 __all__ = [
     "ASPECT_TOLERANCE",
     "aspect_matches",
-    "batch_size_of",
     "broadcast_batch",
     "match_guidance",
     "normalize_mask",
@@ -49,13 +37,6 @@ def aspect_matches(src_hw: tuple[int, int], dst_hw: tuple[int, int], tolerance: 
     src = src_hw[1] / src_hw[0]
     dst = dst_hw[1] / dst_hw[0]
     return abs(src / dst - 1.0) <= tolerance
-
-
-def batch_size_of(tensor: torch.Tensor | None, spatial_dims: int) -> int | None:
-    """Batch size of a ComfyUI tensor with ``spatial_dims`` trailing non-batch dims (None for None; 1 if unbatched)."""
-    if tensor is None:
-        return None
-    return int(tensor.shape[0]) if tensor.ndim > spatial_dims else 1
 
 
 def broadcast_batch(tensor: torch.Tensor, batch: int, name: str, batch_owner: str) -> torch.Tensor:
@@ -81,11 +62,7 @@ def normalize_mask(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Binary ``[batch, H, W]`` mask (values 0/1 in ``dtype``) for an image of ``image_hw`` = (H, W).
-
-    ``mask`` may be None (edit everything), ``[H', W']``, ``[B', H', W']`` or ``[B', 1, H', W']`` with ``B'`` 1 or
-    ``batch``. See the module docstring for the rules. ``device`` defaults to the mask's device.
-    """
+    """Binary ``[batch, H, W]`` mask (0/1 in ``dtype``) for an image of ``image_hw``; None: edit everything."""
     ih, iw = int(image_hw[0]), int(image_hw[1])
     if mask is None:
         return torch.ones((batch, ih, iw), dtype=dtype, device=device)

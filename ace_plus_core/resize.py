@@ -1,19 +1,8 @@
-"""Resampling, cropping and padding in pure torch, reproducing torchvision's tensor transforms.
+"""Resampling, cropping and padding in pure torch, reproducing torchvision's tensor transforms bit for bit.
 
-The official ACE++ processors use ``torchvision.transforms`` (``Resize``, ``CenterCrop``, ``Pad``) on float tensors.
-This module gives the same results with torch alone (torchvision is not a runtime dependency of this pack):
-
-* :func:`resize_nearest_exact` == ``T.Resize(size, InterpolationMode.NEAREST_EXACT)`` ==
-  ``F.interpolate(x, size, mode="nearest-exact")``, bit for bit;
-* :func:`resize_bilinear_aa` == ``T.Resize(size, InterpolationMode.BILINEAR, antialias=True)`` ==
-  ``F.interpolate(x, size, mode="bilinear", antialias=True, align_corners=False)``;
-* :func:`center_crop_box` / :func:`center_crop` == ``T.CenterCrop`` (offsets ``int(round((H - h) / 2.0))``, i.e.
-  Python's round-half-to-even);
-* :func:`pad_constant` == ``T.Pad((left, top, right, bottom), fill=value)``.
-
-Like torchvision, both resizes return the input unchanged when the size already matches.
-
-All functions take tensors shaped ``[..., H, W]`` (any leading dimensions) and work on the tensor's device.
+:func:`resize_nearest_exact` == ``T.Resize(NEAREST_EXACT)``, :func:`resize_bilinear_aa` == ``T.Resize(BILINEAR,
+antialias=True)``, :func:`center_crop_box` == ``T.CenterCrop``'s offsets, :func:`pad_constant` == ``T.Pad``. Both
+resizes return the input unchanged when the size matches. Tensors are ``[..., H, W]``, on their own device.
 """
 
 from __future__ import annotations
@@ -22,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "center_crop",
     "center_crop_box",
     "nearest_exact_indices",
     "pad_constant",
@@ -50,14 +38,10 @@ def _as_4d(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
 
 
 def nearest_exact_indices(in_size: int, out_size: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Source index that nearest-exact resampling reads for each of the ``out_size`` output positions.
+    """Source index that nearest-exact resampling reads for each output position, on ``device``.
 
-    Mathematically this is ``min(floor((j + 0.5) * in_size / out_size), in_size - 1)``, but torch evaluates it with a
-    float32 scale (and float arithmetic on CUDA), which differs from exact integer arithmetic for a few size pairs
-    (for example 576 -> 464). The indices are therefore obtained by pushing an index ramp through
-    ``F.interpolate(mode="nearest-exact")`` on ``device``: they are exactly what torch samples on that device, so a
-    boundary computed from them (``SLICE_W``) is the true one and :func:`resize_nearest_exact` built on them equals
-    ``F.interpolate`` bit for bit.
+    An index ramp pushed through ``F.interpolate(mode="nearest-exact")``: torch's float32 scale differs from exact
+    integer arithmetic for a few size pairs (576 -> 464), and these are the indices torch really samples.
     """
     if in_size < 1 or out_size < 1:
         raise ValueError(f"nearest-exact indices need positive sizes, got {in_size} -> {out_size}")
@@ -106,13 +90,6 @@ def center_crop_box(height: int, width: int, crop_h: int, crop_w: int) -> tuple[
     if not (0 < crop_h <= height and 0 < crop_w <= width):
         raise ValueError(f"a {crop_w}x{crop_h} centre crop does not fit in a {width}x{height} image")
     return int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
-
-
-def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Centre-crop ``[..., H, W]`` to ``size`` = (h, w) like ``T.CenterCrop`` (the box must fit; no padding)."""
-    h, w = int(size[0]), int(size[1])
-    top, left = center_crop_box(x.shape[-2], x.shape[-1], h, w)
-    return x[..., top : top + h, left : left + w]
 
 
 def pad_constant(x: torch.Tensor, left: int, top: int, right: int, bottom: int, value: float = 0.0) -> torch.Tensor:

@@ -1,29 +1,10 @@
-"""Stitch a generated canvas back into the original, full-resolution edit image.
+"""Stitch a generated canvas back into the original, full-resolution edit image (docs/CANVAS.md).
 
-Per batch item, with the item's :class:`.geometry.CanvasGeometry`:
-
-1. The edit area is cut out of the decoded canvas at its exact boundary and scaled back to the size of its box in
-   the source image (:func:`.geometry.canvas_to_crop`: antialiased bilinear, untouched when no scaling happened).
-2. The blend weight is the edit mask (binarized; empty = everything), **grown** by ``grow_px`` (square dilation)
-   and **feathered** outward over ``feather_px`` pixels (dilate by ceil(f/2), then a box blur of radius ceil(f/2),
-   the mean over the window's pixels inside the image):
-   1 on the grown mask, falling to 0 beyond 2 * ceil(f/2) px further out (``feather_px`` for even values, one
-   more for odd ones), and 0 outside the box.
-3. Optionally (``color_match``) the generated area's per-channel mean and spread are matched to the original's
-   over the unchanged context of the box (where the weight is 0), which removes the colour shift seams come from.
-   The statistics are computed on the images' device, in float32 (no float64: MPS has none).
-4. ``out = original * (1 - w) + generated * w`` where ``w > 0``; everywhere else the original pixels are returned
-   unchanged, bit for bit.
-
-Only the box (plus the grow/feather margin) is processed, in bands of :data:`BAND_ROWS` rows, so a 8192x8192 photo
-costs the output (one copy of the image), the generated area scaled back to its box, and band-sized temporaries
-(``bench/bench_memory.py``, docs/BENCHMARKS.md "Memory"). The dilations and the box blur are separable (one pass
-along the rows, one along the columns) window sums of integers, so their cost does not grow with the radius. Reference-only canvases have nothing to stitch into: their generated area
-is returned at the requested size.
-
-Inputs are checked first (:mod:`.validate`): NaN/inf pixels in ``image`` or ``original_image`` are a
-``ValueError``, values outside [0, 1] are clamped, the mask is binarized (NaN = 0), 1-channel images are used as
-RGB and alpha is dropped; the result is always ``[B, H, W, 3]`` in [0, 1].
+Per item: the edit area is cut out and scaled back to its box (:func:`.geometry.canvas_to_crop`); the weight is the
+mask grown by ``grow_px`` and feathered outward over ``feather_px`` (dilation, then a box blur of radius
+ceil(f/2)); optional colour matching over the box's unchanged context; ``out = original * (1 - w) + generated * w``
+where ``w > 0``, the original pixels bit for bit elsewhere. Only the box is processed, in bands of
+:data:`BAND_ROWS` rows, with separable integer window sums. Reference-only canvases return the generated area.
 """
 
 from __future__ import annotations
@@ -32,7 +13,7 @@ import math
 
 import torch
 
-from . import validate
+from . import limits, validate
 from .geometry import CanvasGeometry, canvas_to_crop, check_geometries
 from .masks import normalize_mask
 
@@ -42,10 +23,9 @@ __all__ = ["BAND_ROWS", "blend_weight", "cut_back", "stitch"]
 BAND_ROWS = 512
 
 
-def _check_px(value, name: str, hi: int = 4096) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not (0 <= value <= hi):
-        raise ValueError(f"{name} must be an integer number of pixels between 0 and {hi}, got {value!r}")
-    return value
+def _check_px(value, name: str) -> int:
+    """grow_mask_px / feather_px in the widget's range (values through links are not range-checked by ComfyUI)."""
+    return int({"grow_mask_px": limits.GROW_MASK_PX, "feather_px": limits.FEATHER_PX}[name].check(value, name))
 
 
 def _window(n: int, r: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,10 +35,8 @@ def _window(n: int, r: int, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _window_sum(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
-    """Exact sums of an int32 tensor over the windows [i - r, i + r] (clipped) along ``dim``: prefix sums.
-
-    With ``P[k] = x[0:k].sum()`` the sum is ``P[min(i + r + 1, n)] - P[max(i - r, 0)]``; ``P`` padded with r + 1
-    zeros in front and r copies of ``P[n]`` behind turns that into the difference of two shifted slices."""
+    """Exact sums of an int32 tensor over the windows [i - r, i + r] (clipped) along ``dim``, from prefix sums
+    padded with r + 1 zeros in front and r copies of the total behind."""
     n = x.shape[dim]
     c = x.cumsum(dim, dtype=torch.int32)
     front, back = list(c.shape), list(c.shape)
@@ -74,11 +52,8 @@ def _dilate(m: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def blend_weight(mask: torch.Tensor, grow_px: int, feather_px: int) -> torch.Tensor:
-    """Blend weight ``[B, H, W]`` in [0, 1] from a binary mask ``[B, H, W]`` (see the module docstring).
-
-    Dilations and the box blur are window sums of integers (prefix sums, exact and O(1) per pixel whatever the
-    radius); the blur divides by the number of pixels of each window that lie inside the image
-    (``count_include_pad=False``)."""
+    """Blend weight ``[B, H, W]`` in [0, 1] from a binary mask ``[B, H, W]``: grown, then feathered by a box blur
+    that divides by the window's pixels inside the image (``count_include_pad=False``)."""
     m = (mask > 0.5).to(torch.int32)
     if grow_px > 0:
         m = _dilate(m, grow_px)
@@ -101,11 +76,8 @@ def _bands(h: int):
 
 def _color_transform(gen: torch.Tensor, orig_box: torch.Tensor, weight_of) -> tuple | None:
     """Per-channel float32 (g_mean, ratio, o_mean) that match ``gen``'s statistics over the untouched context of
-    the box (weight 0) to the original's; None when the context has fewer than 16 pixels.
-
-    Computed on the images' device in float32 (MPS has no float64): each band's mean and sum of squared deviations
-    from that mean, merged band by band with the pairwise update of Chan et al., so no large sums of squares cancel
-    (values near 1 over millions of pixels keep float64 accuracy to about 1e-6)."""
+    the box (weight 0) to the original's; None when the context has fewer than 16 pixels. Float32 (MPS has no
+    float64), band statistics merged with Chan et al.'s pairwise update, so no large sums of squares cancel."""
     n, mean, m2 = 0, None, None  # [2, C] each: gen, orig
     for r0, r1 in _bands(gen.shape[0]):
         context = torch.ones(r1 - r0, gen.shape[1], dtype=torch.bool, device=gen.device)

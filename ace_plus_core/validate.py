@@ -1,9 +1,9 @@
 """Input checks shared by the core and the node layer: one rule per kind of input, one message style.
 
 Every check raises a ``ValueError`` whose message names the input (the node input's name where the caller passes
-it), says what was expected and what to do. ComfyUI shows the message in the UI; the nodes also run the widget
-checks from ``validate_inputs`` so that a bad widget value is reported before the graph runs. The checks are cheap:
-one reduction (``aminmax``) per image, no full-size temporary unless a value really has to change.
+it), says what was expected and what to do. ComfyUI shows the message in the UI. The widget ranges live in
+:mod:`.limits`. The checks are cheap: one reduction (``aminmax``) per image, no full-size temporary unless a value
+really has to change.
 
 Rules (the pack's contract for bad input; the fuzz suites tests/test_fuzz_*.py hold every node and core function to
 them):
@@ -21,7 +21,7 @@ them):
   as 0 (not edited; logged as a warning), +inf as 1. The conditioning nodes keep soft masks: NaN becomes 0 and values
   are clamped to [0, 1] (logged). An empty mask means "edit everything" (:mod:`.masks`).
 * **Numbers** (widgets): the right kind (``bool`` is not a number; an integer widget needs an integer), finite, and
-  within the widget's range.
+  within the widget's range (:mod:`.limits`).
 * **Sizes** of a generated area (reference-only generation): 1 to :data:`MAX_SIDE` pixels per side.
 """
 

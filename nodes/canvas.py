@@ -5,9 +5,9 @@ from __future__ import annotations
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import canvas as core
-from ..ace_plus_core import control, stitch
+from ..ace_plus_core import control, limits, stitch, validate
 from ..ace_plus_core.crop import ContextSpec, build_canvas_around_mask
-from .common import CANVAS_TASK_TOOLTIP, CATEGORY, Geometry, check_widgets, widget_message
+from .common import CANVAS_TASK_TOOLTIP, CATEGORY, Geometry, check_widgets
 
 REFERENCE_MODES = ("auto", "resize_to_height", "keep_pixels_pad")
 _AUTO_REFERENCE_MODE = {"lora": "resize_to_height", "fft": "keep_pixels_pad"}
@@ -37,38 +37,35 @@ class ACEPlusCanvas(io.ComfyNode):
                                tooltip="How the reference is sized: resize_to_height (what the LoRA models were "
                                        "trained on), keep_pixels_pad (FFT: shrink only above keep_pixels_rate, pad), "
                                        "auto: the layout's own."),
-                io.Int.Input("max_image_tokens", default=4096, min=64, max=65536, step=16,
+                io.Int.Input("max_image_tokens", **limits.CANVAS_TOKENS.widget(),
                              tooltip="Image tokens of the whole canvas (reference + edit area), one per 16x16 "
                                      "pixels; sampling time grows with it. 4096 is a 1024x1024 canvas."),
-                io.Float.Input("keep_pixels_rate", default=0.8, min=0.01, max=1.0, step=0.01,
+                io.Float.Input("keep_pixels_rate", **limits.KEEP_PIXELS_RATE.widget(),
                                tooltip="keep_pixels_pad only: largest reference height as a fraction of the edit "
                                        "height."),
-                io.Int.Input("width", default=1024, min=16, max=8192, step=16,
+                io.Int.Input("width", **limits.CANVAS_SIDE.widget(),
                              tooltip="Width of the generated area when there is no edit_image."),
-                io.Int.Input("height", default=1024, min=16, max=8192, step=16,
+                io.Int.Input("height", **limits.CANVAS_SIDE.widget(),
                              tooltip="Height of the generated area when there is no edit_image."),
-                io.Int.Input("canny_low_threshold", default=control.DEFAULT_CANNY_LOW, min=0, max=2040, step=1,
-                             optional=True,
+                io.Int.Input("canny_low_threshold", **limits.CANNY_LOW.widget(), optional=True,
                              tooltip="canny_repainting only: weak-edge threshold on OpenCV's scale (L1 Sobel "
                                      "magnitude of 0-255 values). Official: 100."),
-                io.Int.Input("canny_high_threshold", default=control.DEFAULT_CANNY_HIGH, min=0, max=2040, step=1,
-                             optional=True,
+                io.Int.Input("canny_high_threshold", **limits.CANNY_HIGH.widget(), optional=True,
                              tooltip="canny_repainting only: strong-edge threshold (edges start here and follow "
                                      "weak edges). Official: 200. Must be >= canny_low_threshold."),
-                io.Int.Input("mosaic_ratio", default=control.DEFAULT_MOSAIC_RATIO, min=1, max=1024, step=1,
-                             optional=True,
+                io.Int.Input("mosaic_ratio", **limits.MOSAIC_RATIO.widget(), optional=True,
                              tooltip="mosaic_repainting only: downscale factor; the mosaic cells are about this many "
                                      "pixels wide (image size // ratio cells per side). Official: 64."),
                 io.Boolean.Input("crop_to_mask", default=True, optional=True,
                                  tooltip="Build the canvas from the region around the mask only (local edits: face "
                                          "swap, try-on, logo paste); connect ACE++ Stitch to return the full photo. "
                                          "An empty mask uses the whole image."),
-                io.Float.Input("context_margin", default=0.25, min=0.0, max=4.0, step=0.05, optional=True,
+                io.Float.Input("context_margin", **limits.CONTEXT_MARGIN.widget(), optional=True,
                                tooltip="crop_to_mask: context kept around the mask's box on each side, as a fraction "
                                        "of the box's own size."),
-                io.Int.Input("context_pixels", default=32, min=0, max=4096, step=8, optional=True,
+                io.Int.Input("context_pixels", **limits.CONTEXT_PIXELS.widget(), optional=True,
                              tooltip="crop_to_mask: extra context in pixels on each side."),
-                io.Int.Input("min_crop_size", default=384, min=16, max=8192, step=16, optional=True,
+                io.Int.Input("min_crop_size", **limits.MIN_CROP_SIZE.widget(), optional=True,
                              tooltip="crop_to_mask: the crop is at least this many pixels on each side (when the "
                                      "image is that large), so small masks keep enough surroundings."),
                 io.Boolean.Input("upscale_crop", default=True, optional=True,
@@ -99,39 +96,30 @@ class ACEPlusCanvas(io.ComfyNode):
             ],
         )
 
-    @staticmethod
-    def _check_canny_order(canny_low_threshold=None, canny_high_threshold=None, **_) -> None:
-        """The core's threshold rule, under the widget names (unset/linked values count as the defaults)."""
-        control.check_canny_thresholds(
-            control.DEFAULT_CANNY_LOW if canny_low_threshold is None else canny_low_threshold,
-            control.DEFAULT_CANNY_HIGH if canny_high_threshold is None else canny_high_threshold,
-            ("canny_low_threshold", "canny_high_threshold"),
-        )
+    @classmethod
+    def _check_canny(cls, low, high) -> None:
+        check_widgets(cls, canny_low_threshold=low, canny_high_threshold=high)
+        control.check_canny_thresholds(low, high, ("canny_low_threshold", "canny_high_threshold"))
 
     @classmethod
-    def validate_inputs(cls, max_image_tokens=None, keep_pixels_rate=None, width=None, height=None,
-                        canny_low_threshold=None, canny_high_threshold=None, mosaic_ratio=None, context_margin=None,
-                        context_pixels=None, min_crop_size=None) -> bool | str:
-        return widget_message(
-            cls, cls._check_canny_order, max_image_tokens=max_image_tokens, keep_pixels_rate=keep_pixels_rate,
-            width=width, height=height, canny_low_threshold=canny_low_threshold,
-            canny_high_threshold=canny_high_threshold, mosaic_ratio=mosaic_ratio, context_margin=context_margin,
-            context_pixels=context_pixels, min_crop_size=min_crop_size,
-        )
+    def validate_inputs(cls, canny_low_threshold=None, canny_high_threshold=None) -> bool | str:
+        """low <= high spans two inputs; ComfyUI then skips its own range check of both, so this one makes it.
+        None (unset or linked) counts as the default here; execute checks the values it gets."""
+        return validate.message_of(
+            cls._check_canny, limits.CANNY_LOW.default if canny_low_threshold is None else canny_low_threshold,
+            limits.CANNY_HIGH.default if canny_high_threshold is None else canny_high_threshold)
 
     @classmethod
     def execute(cls, layout, task, reference_mode, max_image_tokens, keep_pixels_rate, width, height,
-                canny_low_threshold=control.DEFAULT_CANNY_LOW, canny_high_threshold=control.DEFAULT_CANNY_HIGH,
-                mosaic_ratio=control.DEFAULT_MOSAIC_RATIO, crop_to_mask=True, context_margin=0.25,
-                context_pixels=32, min_crop_size=384, upscale_crop=True, reference_image=None, edit_image=None,
-                edit_mask=None, control_image=None) -> io.NodeOutput:
-        widgets = dict(layout=layout, task=task, reference_mode=reference_mode, max_image_tokens=max_image_tokens,
-                       keep_pixels_rate=keep_pixels_rate, width=width, height=height,
-                       canny_low_threshold=canny_low_threshold, canny_high_threshold=canny_high_threshold,
-                       mosaic_ratio=mosaic_ratio, context_margin=context_margin, context_pixels=context_pixels,
-                       min_crop_size=min_crop_size)
-        check_widgets(cls, **widgets)
-        cls._check_canny_order(**widgets)
+                canny_low_threshold=limits.CANNY_LOW.default, canny_high_threshold=limits.CANNY_HIGH.default,
+                mosaic_ratio=limits.MOSAIC_RATIO.default, crop_to_mask=True,
+                context_margin=limits.CONTEXT_MARGIN.default, context_pixels=limits.CONTEXT_PIXELS.default,
+                min_crop_size=limits.MIN_CROP_SIZE.default, upscale_crop=True, reference_image=None,
+                edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
+        check_widgets(cls, layout=layout, task=task, reference_mode=reference_mode, max_image_tokens=max_image_tokens,
+                      keep_pixels_rate=keep_pixels_rate, width=width, height=height, mosaic_ratio=mosaic_ratio,
+                      context_margin=context_margin, context_pixels=context_pixels, min_crop_size=min_crop_size)
+        cls._check_canny(canny_low_threshold, canny_high_threshold)
         mode = _AUTO_REFERENCE_MODE[layout] if reference_mode == "auto" else reference_mode
         options = dict(low_threshold=canny_low_threshold, high_threshold=canny_high_threshold, ratio=mosaic_ratio)
         if crop_to_mask and edit_image is not None:
@@ -196,9 +184,9 @@ class ACEPlusStitch(io.ComfyNode):
                 io.Mask.Input("mask", optional=True,
                               tooltip="The edit mask that went into ACE++ Canvas; where the result is blended in. "
                                       "Not connected: the whole crop is replaced."),
-                io.Int.Input("grow_mask_px", default=8, min=0, max=1024, step=1,
+                io.Int.Input("grow_mask_px", **limits.GROW_MASK_PX.widget(),
                              tooltip="Grow the mask by this many pixels before blending (covers seams at its edge)."),
-                io.Int.Input("feather_px", default=16, min=0, max=1024, step=1,
+                io.Int.Input("feather_px", **limits.FEATHER_PX.widget(),
                              tooltip="Blend over this many pixels outside the grown mask (soft transition; an odd value reaches one pixel further, as the next even one)."),
                 io.Boolean.Input("color_match", default=False,
                                  tooltip="Match the generated area's colour statistics to the untouched context "
@@ -210,13 +198,8 @@ class ACEPlusStitch(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, grow_mask_px=None, feather_px=None) -> bool | str:
-        return widget_message(cls, grow_mask_px=grow_mask_px, feather_px=feather_px)
-
-    @classmethod
     def execute(cls, image, geometry, grow_mask_px, feather_px, color_match, original_image=None,
                 mask=None) -> io.NodeOutput:
-        check_widgets(cls, grow_mask_px=grow_mask_px, feather_px=feather_px)
         return io.NodeOutput(stitch.stitch(image, geometry, original_image, mask, grow_mask_px, feather_px,
                                            color_match))
 

@@ -1,4 +1,4 @@
-"""Shared bits of the node layer: the menu root, custom socket types and widget checks."""
+"""Shared bits of the node layer: the menu root, custom socket types and the check of values given to execute."""
 
 from __future__ import annotations
 
@@ -25,37 +25,14 @@ CANVAS_TASK_TOOLTIP = TASK_TOOLTIP + (
 )
 
 
-def check_widgets(node_cls: type[io.ComfyNode], _given: bool = True, **values) -> None:
-    """Check widget values against the node's own schema (kind, finite, min..max); ``ValueError`` naming the input.
-
-    Nodes call this from ``validate_inputs`` (so the user sees the problem before the run) and again at the top of
-    ``execute`` (values that arrive through links, or direct calls, are not seen by ``validate_inputs``). ComfyUI
-    skips its own min/max check for every input that ``validate_inputs`` takes, so this one must cover them.
-    In ``execute`` every value must be given (``_given``); for ``validate_inputs`` None means "not given or
-    linked" and passes.
-    """
+def check_widgets(node_cls: type[io.ComfyNode], **values) -> None:
+    """Check values given to ``execute`` against the node's own schema (kind, finite, min..max, options); a
+    ``ValueError`` naming the input. ComfyUI checks widget values before the run, but not values that arrive
+    through links (a widget converted to an input) or direct calls."""
     specs = {i.id: i for i in node_cls.define_schema().inputs}
     for name, value in values.items():
-        if value is None:
-            if _given:
-                raise ValueError(f"{name} has no value; set the widget (or connect a value to it).")
-            continue
         spec = specs[name]
-        if isinstance(spec, io.Int.Input):
-            validate.check_number(value, name, spec.min, spec.max, integer=True)
-        elif isinstance(spec, io.Float.Input):
-            validate.check_number(value, name, spec.min, spec.max)
-        elif isinstance(spec, io.Combo.Input):
+        if isinstance(spec, io.Combo.Input):
             validate.check_choice(value, name, spec.options)
-
-
-def widget_message(node_cls: type[io.ComfyNode], check=None, **values) -> bool | str:
-    """``validate_inputs`` result: True, or the message of the first failing widget check (then ``check``)."""
-
-    def run() -> None:
-        check_widgets(node_cls, False, **values)
-        if check is not None:
-            check(**values)
-
-    return validate.message_of(run)
-
+        else:
+            validate.check_number(value, name, spec.min, spec.max, integer=isinstance(spec, io.Int.Input))

@@ -1,4 +1,4 @@
-"""Where ComfyUI's public API differs between the releases this pack supports (0.3.52 .. 0.3.75), in one place.
+"""Where ComfyUI's public API differs between the releases this pack supports (0.3.48 .. 0.3.75), in one place.
 
 Each helper calls ComfyUI's own function; it only adapts the call to the running release.
 """
@@ -12,7 +12,7 @@ import comfy.sd
 
 def load_diffusion_model_state_dict(sd: dict, model_options: dict, metadata: dict | None):
     """``comfy.sd.load_diffusion_model_state_dict``. The file's safetensors metadata (read by newer releases,
-    e.g. for layer-wise quantization) is passed where the release takes it; 0.3.52 .. 0.3.64 take none."""
+    e.g. for layer-wise quantization) is passed where the release takes it; 0.3.48 .. 0.3.64 take none."""
     if "metadata" in inspect.signature(comfy.sd.load_diffusion_model_state_dict).parameters:
         return comfy.sd.load_diffusion_model_state_dict(sd, model_options=model_options, metadata=metadata)
     return comfy.sd.load_diffusion_model_state_dict(sd, model_options=model_options)

@@ -10,7 +10,7 @@ from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import model_files as mf
 from . import flux_models as fm
-from .common import CATEGORY, check_widgets, widget_message
+from .common import CATEGORY
 
 _WEIGHT_DTYPE_TOOLTIP = (
     "How the weights are kept in memory. default: as ComfyUI decides, except that an fp8 file stays fp8 (never "
@@ -100,12 +100,7 @@ class ACEPlusLoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, strength_model=None) -> bool | str:
-        return widget_message(cls, strength_model=strength_model)
-
-    @classmethod
     def execute(cls, model, lora_name, strength_model=1.0) -> io.NodeOutput:
-        check_widgets(cls, strength_model=strength_model)
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
         if strength_model == 0:
             mf.check_safetensors_name(path, "lora_name")

@@ -11,11 +11,8 @@ from __future__ import annotations
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import canvas as core
-from .common import CATEGORY, TASK_TOOLTIP, check_widgets, widget_message
-
-# Widget ranges: as official, with the official defects fixed (step 16 for max_seq_length, a max that is a multiple
-# of 16 and still admits the official 1436 saved in old workflows).
-SIZE_MAX = 1440
+from ..ace_plus_core import limits
+from .common import CATEGORY, TASK_TOOLTIP, check_widgets
 
 
 def _common_inputs(with_keep_pixels: bool) -> list:
@@ -23,19 +20,19 @@ def _common_inputs(with_keep_pixels: bool) -> list:
         io.Boolean.Input("use_reference", default=True,
                          tooltip="Put reference_image left of the edit image (ignored without an edit image: "
                                  "reference-only generation always uses the reference)."),
-        io.Int.Input("height", default=1024, min=256, max=SIZE_MAX, step=16,
+        io.Int.Input("height", **limits.PROCESSOR_SIDE.widget(),
                      tooltip="Height of the generated image when there is no edit_image (reference-only)."),
-        io.Int.Input("width", default=1024, min=256, max=SIZE_MAX, step=16,
+        io.Int.Input("width", **limits.PROCESSOR_SIDE.widget(),
                      tooltip="Width of the generated image when there is no edit_image (reference-only)."),
         io.Combo.Input("task_type", options=list(core.TASKS), tooltip=TASK_TOOLTIP),
     ]
     if with_keep_pixels:
         inputs.append(io.Float.Input(
-            "keep_pixels_rate", default=0.8, min=0.01, max=1.0, step=0.01,
+            "keep_pixels_rate", **limits.KEEP_PIXELS_RATE.widget(),
             tooltip="A reference taller than this fraction of the edit height is shrunk to it (never enlarged), "
                     "then padded to the edit height. Must be in (0, 1]."))
     inputs += [
-        io.Int.Input("max_seq_length", default=3072, min=1024, max=5120, step=16,
+        io.Int.Input("max_seq_length", **limits.MAX_SEQ_LENGTH.widget(),
                      tooltip="Token budget as in the official node (16x16 px per token; the LoRA processor "
                              "officially allows twice this many canvas tokens)."),
         io.Image.Input("reference_image", optional=True,
@@ -84,10 +81,6 @@ class ACEPlusLoraProcessor(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, height=None, width=None, max_seq_length=None) -> bool | str:
-        return widget_message(cls, height=height, width=width, max_seq_length=max_seq_length)
-
-    @classmethod
     def execute(cls, use_reference, height, width, task_type, max_seq_length, reference_image=None,
                 edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
         check_widgets(cls, height=height, width=width, task_type=task_type, max_seq_length=max_seq_length)
@@ -118,11 +111,6 @@ class ACEPlusFFTProcessor(io.ComfyNode):
             ],
             is_output_node=True,
         )
-
-    @classmethod
-    def validate_inputs(cls, height=None, width=None, keep_pixels_rate=None, max_seq_length=None) -> bool | str:
-        return widget_message(cls, height=height, width=width, keep_pixels_rate=keep_pixels_rate,
-                              max_seq_length=max_seq_length)
 
     @classmethod
     def execute(cls, use_reference, height, width, task_type, keep_pixels_rate, max_seq_length,

@@ -45,9 +45,11 @@ def main(out_path: str, base_dir: str, models_dir: str, demo_dir: str) -> None:
     import comfy.ldm.flux.model as flux_model
     import comfy.model_detection as md
     import comfy.model_management as mm
+    import tiny_models
     import torch
     from safetensors import safe_open
 
+    text_dim = tiny_models.FULL_DETECTABLE.context_in_dim  # T5-XXL wide: what 0.3.52 assumes
     detect = md.detect_unet_config
     facts: dict = {
         "detection": {
@@ -107,7 +109,7 @@ def main(out_path: str, base_dir: str, models_dir: str, demo_dir: str) -> None:
     def load_fft(unet: str, weight_dtype: str) -> dict:
         patcher = loader.execute(unet, weight_dtype).result[0]
         fact = describe(patcher)
-        out, fact["compute"] = apply(patcher, "fft", 64, 32)
+        out, fact["compute"] = apply(patcher, "fft", text_dim, 32)
         fact["finite"] = bool(torch.isfinite(out).all())
         return fact
 
@@ -144,10 +146,17 @@ def main(out_path: str, base_dir: str, models_dir: str, demo_dir: str) -> None:
         return fact
 
     checks = {
-        "fill": ("full_flux_fill.safetensors", "fill", "full_fill_lora_peft.safetensors", 64, 32),
-        "fft": ("full_ace_plus_fft.safetensors", "fft", "full_fft_lora_peft.safetensors", 64, 32),
-        "demo_fill": ("demo_flux_fill.safetensors", "fill", "demo_fill_lora_peft.safetensors", 768, 768),
+        "fill": ("full_flux_fill.safetensors", "fill", "full_fill_lora_peft.safetensors", text_dim, 32),
+        "fft": ("full_ace_plus_fft.safetensors", "fft", "full_fft_lora_peft.safetensors", text_dim, 32),
     }
+    # The runner's synthetic set (CLIP-L-wide txt_in) loads where ComfyUI reads txt_in's width (0.3.75; 0.3.52 and
+    # 0.3.64 assume 4096, and there the runner only runs with real weights, COMFYUI_PATH).
+    demo_path = Path(host.folder_paths.get_full_path_or_raise("diffusion_models", "demo_flux_fill.safetensors"))
+    with safe_open(str(demo_path), "pt") as f:
+        demo_shapes = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    facts["demo_detectable"] = detect(demo_shapes, "")["context_in_dim"] == demo_shapes["txt_in.weight"].shape[1]
+    if facts["demo_detectable"]:
+        checks["demo_fill"] = ("demo_flux_fill.safetensors", "fill", "demo_fill_lora_peft.safetensors", 768, 768)
     for name, args in checks.items():
         facts["lora"][name] = lora_check(*args)
         release()

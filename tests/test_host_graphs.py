@@ -133,11 +133,11 @@ def test_full_width_models_pass_unpatched_detection(comfy_host, probe, full_mode
 
 def test_full_width_fill_graph_with_t5_stand_in(comfy_host, probe, full_models, input_image):
     """One sampling step of the full-width Fill model; its text comes from the TEST-ONLY T5 stand-in node
-    (txt_in 64 / vector_in 32 wide, shaped like DualCLIPLoader(flux) output)."""
+    (txt_in 4096 / vector_in 32 wide, shaped like DualCLIPLoader(flux) output)."""
     name = input_image("full_in.png", 32, 32, (8, 8, 16, 16))
     g = Graph()
     model = g.add("UNETLoader", unet_name="full_flux_fill.safetensors", weight_dtype="default")
-    text = g.add("ACEPlusTestOnlyT5StandIn", text="a dog", context_dim=64, pooled_dim=32, tokens=16)
+    text = g.add("ACEPlusTestOnlyT5StandIn", text="a dog", context_dim=4096, pooled_dim=32, tokens=16)
     guided = g.add("FluxGuidance", conditioning=text[0], guidance=30.0)
     vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
     img = g.add("LoadImage", image=name)

@@ -6,7 +6,9 @@
 * Bad model files of every kind give a message naming the input and the fix (gaps left by test_model_files.py and
   test_host_models.py).
 * A graph with canvas + conditioning + sampler + stitch runs with sockets blocked.
-* Widget values out of range (NaN included) are refused by validation, before the run.
+* Widget values out of range are refused by ComfyUI's own validation, before the run (the pack defines
+  validate_inputs only for the canny low <= high rule, and checks those two ranges there); values that arrive
+  through links (and NaN, which ComfyUI's min/max check lets through) are refused by name at the run.
 * The documented rules for images and masks (NaN refused, out-of-range clamped, alpha dropped, gray as RGB, soft and
   NaN masks binarized) and extreme sizes (1x1, 1x4000 strips, 8192x8192).
 """
@@ -423,7 +425,9 @@ def _lora_graph(strength):
 
 @pytest.mark.parametrize(("prompt", "needle"), [
     (lambda: _canvas_graph(max_image_tokens=10**9), "max_image_tokens"),
-    (lambda: _canvas_graph(keep_pixels_rate=math.nan), "keep_pixels_rate"),
+    (lambda: _canvas_graph(keep_pixels_rate=math.inf), "keep_pixels_rate"),
+    (lambda: _canvas_graph(canny_low_threshold=300, canny_high_threshold=200), "canny_low_threshold .* must not"),
+    (lambda: _canvas_graph(canny_high_threshold=5000), r"canny_high_threshold must be an integer in \[0, 2040\]"),
     (lambda: _canvas_graph(width=100000), "width"),
     (lambda: _canvas_graph(context_margin=math.inf), "context_margin"),
     (lambda: _canvas_graph(min_crop_size=0), "min_crop_size"),
@@ -431,9 +435,10 @@ def _lora_graph(strength):
     (lambda: _processor_graph("ACEPlusLoraProcessor", max_seq_length=100000), "max_seq_length"),
     (lambda: _processor_graph("ACEPlusFFTProcessor", keep_pixels_rate=0.0), "keep_pixels_rate"),
     (lambda: _processor_graph("ACEPlusFFTProcessor", height=4), "height"),
+    (lambda: _processor_graph("ACEPlusLoraProcessor", width=2000), "width"),
     (lambda: _stitch_graph(grow_mask_px=5000), "grow_mask_px"),
     (lambda: _stitch_graph(feather_px=-1), "feather_px"),
-    (lambda: _lora_graph(math.nan), "strength_model"),
+    (lambda: _lora_graph(-math.inf), "strength_model"),
     (lambda: _lora_graph(1e6), "strength_model"),
 ])
 def test_bad_widgets_fail_validation_before_the_run(comfy_host, tiny_models, prompt, needle):
@@ -441,7 +446,40 @@ def test_bad_widgets_fail_validation_before_the_run(comfy_host, tiny_models, pro
 
     with pytest.raises(GraphError, match=needle) as e:
         comfy_host.validate(prompt())
-    assert "custom_validation_failed" in str(e.value.details) or "value_" in str(e.value.details)
+    # ComfyUI's own range check, except for the two canny inputs that validate_inputs takes.
+    kind = "custom_validation_failed" if "canny" in needle else "value_"
+    assert kind in str(e.value.details), e.value.details
+
+
+@pytest.mark.parametrize(("target", "name", "value", "needle"), [
+    ("ACEPlusCanvas", "keep_pixels_rate", math.nan, r"keep_pixels_rate must be a finite number in \[0.01, 1\]"),
+    ("ACEPlusCanvas", "max_image_tokens", 10**9, r"max_image_tokens must be an integer in \[64, 65536\]"),
+    ("ACEPlusCanvas", "context_margin", 5.0, r"context_margin must be a number in \[0, 4\]"),
+    ("ACEPlusCanvas", "canny_high_threshold", 5000, r"canny_high_threshold must be an integer in \[0, 2040\]"),
+    ("ACEPlusStitch", "grow_mask_px", 5000, r"grow_mask_px must be an integer in \[0, 1024\]"),
+    ("ACEPlusLoraProcessor", "width", 2000, r"width must be an integer in \[256, 1440\]"),
+])
+def test_bad_values_through_links_are_refused_by_name(comfy_host, tiny_models, target, name, value, needle):
+    """ComfyUI does not range-check a value that arrives through a link: the node refuses it by name at the run."""
+    from comfy_host import GraphError
+
+    g = Graph()
+    link = g.add("PrimitiveFloat" if isinstance(value, float) else "PrimitiveInt", value=value)[0]
+    canvas = dict(layout="lora", task="repainting", reference_mode="auto", max_image_tokens=256, keep_pixels_rate=0.8,
+                  width=256, height=256)
+    if target == "ACEPlusCanvas":
+        n = g.add(target, **{**canvas, name: link})
+    elif target == "ACEPlusStitch":
+        cv = g.add("ACEPlusCanvas", **canvas)
+        n = g.add(target, image=cv[0], geometry=cv[4], **{"grow_mask_px": 8, "feather_px": 16, "color_match": False,
+                                                          name: link})
+    else:
+        n = g.add(target, **{"use_reference": True, "height": 512, "width": 512, "task_type": "repainting",
+                             "max_seq_length": 1024, name: link})
+    g.add("ACEPlusTestOnlyProbe", label="unused", image=n[0])
+    comfy_host.validate(g.prompt())  # a linked value passes validation ...
+    with pytest.raises(GraphError, match=needle):  # ... and is refused when the node runs
+        comfy_host.run(g.prompt())
 
 
 def test_good_widgets_pass_validation(comfy_host, tiny_models):

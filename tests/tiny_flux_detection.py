@@ -1,11 +1,14 @@
 """TEST-ONLY patch of ComfyUI's Flux model detection, so truly tiny Flux widths load through UNETLoader.
 
-ComfyUI 0.3.75 detects Flux with hard-coded ``num_heads=24`` and ``axes_dim=[16, 56, 56]`` (head dim 128), so a
-detectable Flux needs hidden size 3072. The tiny test models (tools/tiny_models.py ``TINY``: hidden 64, head
-dim 32) would be built with 24 heads of 2.67 channels. This patch wraps ``detect_unet_config`` and, only for
-Flux state dicts whose qk-norm scale is not 128 long, derives ``num_heads = hidden / head_dim`` and scales
-``axes_dim`` the way FLUX's is (1/8, 7/16, 7/16 of the head dim). Full-width models (head dim 128) pass through
-unchanged, and tests that need unpatched detection use the ``FULL_DETECTABLE`` models.
+ComfyUI detects Flux with hard-coded ``num_heads=24`` and ``axes_dim=[16, 56, 56]`` (head dim 128); releases
+before the FLUX.2 update (0.3.52, 0.3.64) also hard-code ``hidden_size=3072`` and ``context_in_dim=4096``, where
+0.3.75 reads them from ``img_in`` / ``txt_in``. The tiny test models (tools/tiny_models.py ``TINY``: hidden 64,
+head dim 32, CLIP-L-wide text) fit none of these. This patch wraps ``detect_unet_config`` and, for Flux state
+dicts, reads ``hidden_size`` from ``img_in.weight``'s rows and ``context_in_dim`` from ``txt_in.weight``'s columns
+(what 0.3.75 does itself); when the qk-norm scale is not 128 long it derives ``num_heads = hidden / head_dim`` and
+scales ``axes_dim`` the way FLUX's is (1/8, 7/16, 7/16 of the head dim). Full-width models (hidden 3072, head dim
+128, txt_in 4096) pass through unchanged, and tests that need unpatched detection use the ``FULL_DETECTABLE``
+models.
 
 It replaces one module attribute for the test process only; the pack itself never patches ComfyUI.
 """
@@ -36,6 +39,11 @@ def install() -> None:
         config = original(state_dict, key_prefix, metadata=metadata)
         key = f"{key_prefix}double_blocks.0.img_attn.norm.key_norm.scale"
         if config and config.get("image_model") == "flux" and key in state_dict:
+            img_in, txt_in = f"{key_prefix}img_in.weight", f"{key_prefix}txt_in.weight"
+            if img_in in state_dict:
+                config["hidden_size"] = int(state_dict[img_in].shape[0])
+            if txt_in in state_dict:
+                config["context_in_dim"] = int(state_dict[txt_in].shape[1])
             head_dim = int(state_dict[key].shape[0])
             if head_dim != 128:
                 config["num_heads"] = config["hidden_size"] // head_dim

@@ -182,20 +182,22 @@ class FluxConfig:
 TINY = FluxConfig()
 
 # Smallest Flux that ComfyUI's unpatched detection accepts (hidden 3072 = 24 x 128, axes 16/56/56):
-# one double block, no single blocks, narrow txt_in (64) and vector_in (32). ~390M parameters.
+# one double block, no single blocks, txt_in T5-XXL wide (4096: 0.3.52 and 0.3.64 assume it, 0.3.75 reads
+# it), narrow vector_in (32, read by every release). ~400M parameters.
 FULL_DETECTABLE = FluxConfig(
     hidden_size=3072,
     num_heads=24,
     depth=1,
     depth_single_blocks=0,
-    context_in_dim=64,
+    context_in_dim=4096,
     vec_in_dim=32,
     axes_dim=(16, 56, 56),
 )
 
 
-# What the headless runner substitutes for real FLUX weights: detectable without any patch, and with
-# CLIP-L-width text inputs (768) so the real CLIPLoader + CLIPTextEncode path feeds it. ~395M parameters.
+# What the headless runner substitutes for real FLUX weights: CLIP-L-width text inputs (768) so the real
+# CLIPLoader + CLIPTextEncode path feeds it; detectable without any patch where ComfyUI reads txt_in's width
+# (0.3.75; 0.3.52 and 0.3.64 assume 4096 and need the test-only patch). ~395M parameters.
 DEMO = dataclasses.replace(FULL_DETECTABLE, context_in_dim=768, vec_in_dim=768)
 
 
