@@ -343,8 +343,9 @@ good_ratios = widget_values(1, 1024, integer=True, bad=False)
 bad_ratios = st.sampled_from([0, -1, -(10**9), 1.5, math.nan, math.inf, True, None, "1"])
 good_thresholds = st.tuples(widget_values(0, 300, integer=True, bad=False), widget_values(300, 2040, integer=True,
                                                                                         bad=False))
-bad_thresholds = st.one_of(st.tuples(widget_values(0, 2040, integer=True, bad=True), st.just(200)),
-                           st.tuples(st.just(100), widget_values(0, 2040, integer=True, bad=True)),
+# The core's threshold rule: a finite real number >= 0 (no upper bound; 2040 is only the node widget's limit).
+_bad_threshold = st.sampled_from([-1, -0.5, -(10**9), math.nan, math.inf, -math.inf, True, None, "1"])
+bad_thresholds = st.one_of(st.tuples(_bad_threshold, st.just(200)), st.tuples(st.just(100), _bad_threshold),
                            st.just((300, 100)))
 
 
