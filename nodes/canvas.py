@@ -154,7 +154,7 @@ class ACEPlusCutBack(io.ComfyNode):
             ],
             outputs=[
                 io.Image.Output(display_name="image",
-                                tooltip="The generated area at the edit image's size (after any 4:1 crop)."),
+                                tooltip="The generated area at the edit image's size (its box: the whole image, the region around the mask, or the centre 4:1 window of a very wide photo that cannot be padded within the budget)."),
             ],
         )
 
