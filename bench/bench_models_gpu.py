@@ -91,7 +91,7 @@ def random_flux(cfg_kwargs: dict, in_channels: int, device, seed: int = 0) -> di
     biases N(0, 0.01), RMSNorm scales 1 + N(0, 0.02))."""
     import torch
 
-    sys.path.insert(0, str(REPO / "tools"))
+    sys.path.insert(0, str(REPO / "runner"))
     import tiny_models
 
     cfg = tiny_models.FluxConfig(in_channels=in_channels, **cfg_kwargs)

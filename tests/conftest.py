@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Appended, not prepended: the repo's own `nodes/` package must never shadow ComfyUI's `nodes.py`.
-for p in (REPO / "tools", REPO):
+for p in (REPO / "runner", REPO):
     if str(p) not in sys.path:
         sys.path.append(str(p))
 
@@ -23,7 +23,7 @@ MODEL_FOLDERS = ("diffusion_models", "loras", "vae", "vae_approx", "text_encoder
 
 
 def model_cache_dir() -> Path:
-    """Synthetic models are cached beside the host (reused across runs; tools/tiny_models.py keeps a manifest)."""
+    """Synthetic models are cached beside the host (reused across runs; runner/tiny_models.py keeps a manifest)."""
     env = os.environ.get("ACE_TEST_MODELS")
     if env:
         return Path(env)
@@ -50,7 +50,7 @@ def comfy_host(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_models(comfy_host) -> dict[str, Path]:
-    """The synthetic model set (tools/tiny_models.py), registered in ComfyUI's model folders."""
+    """The synthetic model set (runner/tiny_models.py), registered in ComfyUI's model folders."""
     import tiny_models as factory
 
     paths = factory.build_model_set(model_cache_dir(), full=False)

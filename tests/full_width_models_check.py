@@ -1,7 +1,7 @@
 """Full-width model checks in a fresh process WITHOUT the test-only detection patch (run by
 tests/test_host_models_full.py, one boot per run).
 
-ComfyUI is booted through tools/comfy_host.py exactly as the headless runner does; the pack's model nodes load the
+ComfyUI is booted through runner/comfy_host.py exactly as the headless runner does; the pack's model nodes load the
 ``FULL_DETECTABLE`` (hidden 3072) synthetic models through ComfyUI's own, unpatched detection. One model is held at a
 time (unloaded and garbage-collected before the next). What it observes is written as JSON to the path given on the
 command line; the test asserts on it::
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.append(str(REPO / "tools"))
+sys.path.append(str(REPO / "runner"))
 
 LATENT_H, LATENT_W = 8, 12  # one small non-square latent: 4 x 6 tokens
 WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")

@@ -6,7 +6,7 @@ and the newest on PyPI (tools/test.sh installs it into ``$ACE_HOST_DIR/frontend-
 
 * our 13 UI-format examples: no missing node types, a screenshot each (``ACE_UPDATE_SCREENSHOTS=1`` copies the
   pinned frontend's to docs/screenshots/), ``app.graphToPrompt()`` equals the runner's conversion
-  (tools/workflow_convert.py) and the prompt passes ComfyUI's own validation with the published model names;
+  (runner/workflow_convert.py) and the prompt passes ComfyUI's own validation with the published model names;
 * the nine official ACE++ workflows: they miss only the third-party ``MaskPreview+``; the frontend gets a copy
   without those nodes (and their links), the runner the original with ``drop_types={"MaskPreview+"}``; the
   prompts must be equal;

@@ -4,7 +4,7 @@
 * Every UI workflow is well formed (links agree with the nodes' sockets, widgets_values has one value per widget,
   no two nodes overlap, a Note names every model file and its folder) and uses only node types registered in the
   running ComfyUI, each from ComfyUI itself or from this pack.
-* Every UI workflow converts to the builder's API graph with ``tools/workflow_convert.py``'s ``ui_to_api``
+* Every UI workflow converts to the builder's API graph with ``runner/workflow_convert.py``'s ``ui_to_api``
   (skipped while that module is absent), and that graph passes ComfyUI's own validation with the published model
   file names (empty placeholder files stand in for the weights).
 * Every workflow runs end to end through the real executor on the tiny models and returns an image of the
@@ -212,7 +212,7 @@ def test_prompts_keep_image_placeholder_through_the_frontend(info):
 def test_ui_workflow_converts_to_the_builder_graph(info, path):
     ui_to_api = _ui_to_api()
     if ui_to_api is None:
-        pytest.skip("tools/workflow_convert.py (ui_to_api) is not there yet")
+        pytest.skip("runner/workflow_convert.py (ui_to_api) is not there yet")
     converted = ui_to_api(_load_ui(path), info, meta=False)
     assert converted == mx.to_api(WORKFLOWS[path], info)
 

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TOOLS = REPO / "tools"
+TOOLS = REPO / "runner"
 
 # Every node id this pack registers. Ids are a contract with saved workflows: add, never rename or remove.
 OFFICIAL_NODE_IDS = {

@@ -504,7 +504,7 @@ def test_pickle_lora_is_refused(tmp_path, flux_models):
 
 # --- LoRA files in every storage dtype ---------------------------------------------------------------------
 
-# The same LoRA numbers (tools/tiny_models.py) stored in five dtypes.
+# The same LoRA numbers (runner/tiny_models.py) stored in five dtypes.
 LORA_FILES = {"fp32": "tiny_fill_lora_peft.safetensors",
               **{name: f"tiny_fill_lora_peft_{name}.safetensors" for name in ("bf16", "fp16", "fp8_e4m3fn",
                                                                               "fp8_e5m2")}}

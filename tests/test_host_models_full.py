@@ -1,6 +1,6 @@
 """The model nodes at full width (hidden 3072) on ComfyUI's own, unpatched Flux detection.
 
-Everything runs in one subprocess (tests/full_width_models_check.py) that boots ComfyUI through tools/comfy_host.py
+Everything runs in one subprocess (tests/full_width_models_check.py) that boots ComfyUI through runner/comfy_host.py
 without the test-only detection patch this test session installs, loads one model at a time and writes what it
 observes as JSON; the assertions are here. About 60 s of CPU and 4 GB of RAM at its peak.
 """

@@ -12,7 +12,7 @@ import struct
 from pathlib import Path
 
 import pytest
-import tiny_models as tm  # tools/ is on the path (conftest.py)
+import tiny_models as tm  # runner/ is on the path (conftest.py)
 import torch
 from safetensors.torch import save_file
 

@@ -1,9 +1,9 @@
 """The nine official ACE++ workflows (UI format, ali-vilab/ACE_plus ``workflow/ComfyUI-ACE_Plus``) load, convert
 and run end to end through ComfyUI's real executor, with this pack's drop-in nodes and the tiny test models.
 
-How they are run (the same rules as ``tools/run_workflow.py``'s synthetic mode, ``synthetic_graph``):
+How they are run (the same rules as ``runner/run_workflow.py``'s synthetic mode, ``synthetic_graph``):
 
-* converted with tools/workflow_convert.py against the live node definitions; ``MaskPreview+`` (a third-party
+* converted with runner/workflow_convert.py against the live node definitions; ``MaskPreview+`` (a third-party
   preview node from ComfyUI_essentials) is dropped together with its links;
 * model files map to the tiny ones: flux1-fill-dev -> tiny_flux_fill, ace_plus_fft -> tiny_ace_plus_fft, every
   LoRA -> tiny_fill_lora_peft (its strength kept), ae -> tiny_taef1, DualCLIPLoader (which always builds a 9.5 GB

@@ -1,4 +1,4 @@
-"""tools/run_workflow.py: graph edits, input planning, the websocket reader (no ComfyUI needed), and the README's
+"""runner/run_workflow.py: graph edits, input planning, the websocket reader (no ComfyUI needed), and the README's
 main-job command end to end in a subprocess (synthetic weights, the cached demo models)."""
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def test_websocket_reader_against_a_raw_socket_server():
 def _readme_main_job() -> str:
     readme = (REPO / "README.md").read_text()
     block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
-    (line,) = [ln for ln in block.splitlines() if "tools/run_workflow.py" in ln and not ln.startswith("#")]
+    (line,) = [ln for ln in block.splitlines() if "runner/run_workflow.py" in ln and not ln.startswith("#")]
     return line.strip()
 
 

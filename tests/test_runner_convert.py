@@ -1,4 +1,4 @@
-"""UI-format -> API-format conversion (tools/workflow_convert.py) against hand-written expectations.
+"""UI-format -> API-format conversion (runner/workflow_convert.py) against hand-written expectations.
 
 Every case below is a UI workflow written by hand the way ComfyUI's frontend saves one (``nodes`` with
 ``widgets_values``, ``inputs`` with ``link``/``widget``, ``links`` rows) next to the API graph the frontend's

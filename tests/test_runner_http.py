@@ -1,4 +1,4 @@
-"""tools/run_workflow.py --server: a batch spread over two real ComfyUI servers through their HTTP API.
+"""runner/run_workflow.py --server: a batch spread over two real ComfyUI servers through their HTTP API.
 
 Two ComfyUI servers (``main.py --cpu --listen 127.0.0.1``, free ports, each with its own ``--base-directory``) are
 started from the host tree with this pack symlinked into their ``custom_nodes/`` and the tiny test models

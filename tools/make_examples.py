@@ -5,7 +5,7 @@
 Each example is an API graph (the same node/inputs shape as ``tests/graphs.py``) plus a column for every node.
 :func:`to_ui` turns it into the workflow JSON the frontend saves (``nodes``, ``links``, ``groups``,
 ``widgets_values`` in each node definition's widget order, ...), using the node definitions (object_info) of the
-in-process ComfyUI that ``tools/comfy_host.py`` boots, so the files always match the nodes they name. Running the
+in-process ComfyUI that ``runner/comfy_host.py`` boots, so the files always match the nodes they name. Running the
 script rewrites every file under ``workflow_example_lora/`` and ``workflow_example_fft/`` deterministically;
 ``tests/test_examples.py`` checks that the committed files equal what it generates.
 
@@ -1079,7 +1079,7 @@ def comfyui_version() -> str:
 
 def boot_info() -> dict[str, dict]:
     """Boot ComfyUI in-process (a throw-away base directory) and read the node definitions."""
-    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(REPO / "runner"))
     import comfy_host
 
     comfy_host.boot(Path(tempfile.mkdtemp(prefix="ace_plus_examples_")))

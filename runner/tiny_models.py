@@ -20,7 +20,7 @@ What it makes:
 
 CLI::
 
-    python tools/tiny_models.py --out DIR [--full] [--force]
+    python runner/tiny_models.py --out DIR [--full] [--force]
 """
 
 import argparse

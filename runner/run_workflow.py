@@ -1,12 +1,12 @@
 """Run a ComfyUI workflow headless — in-process through the real ComfyUI executor, or on running ComfyUI servers —
 writing the images and a JSON report.
 
-    python tools/run_workflow.py WORKFLOW.json [--out DIR] [--models DIR] [--image NAME=PATH ...]
+    python runner/run_workflow.py WORKFLOW.json [--out DIR] [--models DIR] [--image NAME=PATH ...]
         [--batch-image NAME=GLOB ...] [--drop-node-type TYPE ...] [--prompt TEXT] [--seed N] [--steps N]
         [--server URL ...] [--synthetic]
 
 Workflows may be UI format (what ComfyUI's frontend saves: ``nodes``/``links``) or API format ("Export (API)",
-what ``POST /prompt`` takes); the format is detected. A UI workflow is converted with tools/workflow_convert.py
+what ``POST /prompt`` takes); the format is detected. A UI workflow is converted with runner/workflow_convert.py
 against the live node definitions (``/object_info``) exactly as the frontend's ``graphToPrompt()`` does.
 ``--drop-node-type TYPE`` removes nodes of a type the ComfyUI lacks (e.g. ``MaskPreview+``, a third-party
 preview) together with the links from them.
@@ -19,10 +19,10 @@ uses the saved seed (or ``--seed``): a frontend "randomize" seed control is not 
 dynamic prompts of a UI workflow are drawn per run, as the frontend does per queued prompt.
 
 Backends:
-* in-process (default): boots ComfyUI (tools/comfy_host.py), loads this pack through ComfyUI's own loader, runs
+* in-process (default): boots ComfyUI (runner/comfy_host.py), loads this pack through ComfyUI's own loader, runs
   the graph through its ``PromptExecutor``. Weights: ``--models DIR`` (a ComfyUI-style models folder), or
   ``COMFYUI_PATH`` (that ComfyUI's ``models/`` and ``extra_model_paths.yaml``), or else **synthetic weights**
-  (tools/tiny_models.py): a full-width, one-block random FLUX with the real layout (384 Fill / 448 FFT), a random
+  (runner/tiny_models.py): a full-width, one-block random FLUX with the real layout (384 Fill / 448 FFT), a random
   CLIP-L in place of CLIP-L + T5-XXL, a tiny 16-channel VAE, no Redux. The result is noise shaped like the real
   output (sizes, crops, stitching are real); it proves the graph runs, not the art.
 * ``--server URL`` (repeatable): sends the API graph(s) to running ComfyUI servers over their HTTP API (inputs
@@ -72,7 +72,7 @@ MODEL_FOLDERS = ("diffusion_models", "loras", "vae", "vae_approx", "text_encoder
                  "style_models", "unet")
 IMAGE_LOADERS = ("LoadImage", "LoadImageMask")
 
-#: Synthetic model sets (tools/tiny_models.py): "demo" passes ComfyUI's unpatched Flux detection (the runner's
+#: Synthetic model sets (runner/tiny_models.py): "demo" passes ComfyUI's unpatched Flux detection (the runner's
 #: default); "tiny" needs the test-only detection patch (tests/tiny_flux_detection.py) and is for tests. Each has a
 #: LoRA made for its Fill model (real key names, small rank), applied at the workflow's own strength.
 SYNTHETIC_SETS: dict[str, dict[str, str]] = {
@@ -156,7 +156,7 @@ def bypass_redux(prompt: dict) -> tuple[dict, list[str]]:
 
 
 def synthetic_graph(prompt: dict, model_set: str = "demo", tokens: int = SYNTHETIC_TOKENS) -> tuple[dict, list[str]]:
-    """Swap real model files for synthetic ones (tools/tiny_models.py names), replace DualCLIPLoader by a
+    """Swap real model files for synthetic ones (runner/tiny_models.py names), replace DualCLIPLoader by a
     CLIP-L CLIPLoader, cap token budgets at ``tokens``, bypass the Redux branch. Returns (graph, notes)."""
     names = SYNTHETIC_SETS[model_set]
     prompt, notes = bypass_redux(prompt)
