@@ -18,39 +18,13 @@ import torch
 from . import control, validate
 from .crop import ContextSpec, mask_crop_boxes, upscale_size
 from .geometry import (
-    FITS,
-    LAYOUTS,
-    MAX_ASPECT_RATIO,
-    REFERENCE_MODES,
-    TOKEN_PX,
-    CanvasGeometry,
-    official_canvas_size,
-    official_reference_size,
-    plan_exact,
+    FITS, LAYOUTS, MAX_ASPECT_RATIO, REFERENCE_MODES, TOKEN_PX, CanvasGeometry, official_canvas_size,
+    official_reference_size, plan_exact,
 )
 from .masks import broadcast_batch, match_guidance, normalize_mask
 from .resize import (
-    center_crop_box,
-    nearest_exact_indices,
-    pad_constant,
-    pad_replicate,
-    resize_bilinear_aa,
-    resize_nearest_exact,
+    center_crop_box, nearest_exact_indices, pad_constant, pad_replicate, resize_bilinear_aa, resize_nearest_exact,
 )
-
-__all__ = [
-    "ALL_TASKS",
-    "EXTRA_TASKS",
-    "GUIDED_TASKS",
-    "MAX_ASPECT_RATIO",
-    "TASKS",
-    "CanvasResult",
-    "OfficialResult",
-    "aspect_crop_box",
-    "build_canvas",
-    "check_canvas_options",
-    "official_processor",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -105,31 +79,19 @@ class _Prepared:
 
 
 def build_canvas(
-    layout: str,
-    task: str,
-    reference_mode: str,
-    reference_image: torch.Tensor | None = None,
-    edit_image: torch.Tensor | None = None,
-    edit_mask: torch.Tensor | None = None,
-    max_image_tokens: float = 4096,
-    keep_pixels_rate: float | None = None,
-    height: int = 1024,
-    width: int = 1024,
-    *,
-    guidance: torch.Tensor | None = None,
-    fit: str = "exact",
-    control_options: Mapping[str, Any] | None = None,
+    layout: str, task: str, reference_mode: str, reference_image: torch.Tensor | None = None,
+    edit_image: torch.Tensor | None = None, edit_mask: torch.Tensor | None = None, max_image_tokens: float = 4096,
+    keep_pixels_rate: float | None = None, height: int = 1024, width: int = 1024, *,
+    control_image: torch.Tensor | None = None, fit: str = "exact", control_options: Mapping[str, Any] | None = None,
     context: ContextSpec | None = None,
-    guidance_name: str = "guidance",
-    budget_name: str = "max_image_tokens",
 ) -> CanvasResult:
     """Build ACE++ canvases (docs/CANVAS.md).
 
     ``layout`` ``"lora"`` / ``"fft"``; ``task`` in :data:`ALL_TASKS`; ``reference_mode`` ``"resize_to_height"`` /
     ``"keep_pixels_pad"`` (``keep_pixels_rate`` None: 0.8). Without ``edit_image`` a blank ``height`` x ``width``
-    area is generated. ``guidance`` replaces the edit pixels under the mask (control tasks, ``no_preprocess``);
+    area is generated. ``control_image`` replaces the edit pixels under the mask (control tasks, ``no_preprocess``);
     ``control_options``: :func:`.control.derive_guidance`'s options. ``context`` (exact fit): crop around the mask.
-    ``guidance_name`` / ``budget_name``: how messages call those inputs. Bad input is a ``ValueError``.
+    Bad input is a ``ValueError`` naming the input as the nodes do.
     """
     if fit not in FITS:
         raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
@@ -142,33 +104,21 @@ def build_canvas(
             raise ValueError(f"context must be a ContextSpec (exact fit only), got {type(context).__name__}")
     if task not in ALL_TASKS:
         raise ValueError(f"task must be one of {ALL_TASKS}, got {task!r}")
-    budget, keep_pixels_rate = check_canvas_options(layout, reference_mode, max_image_tokens, keep_pixels_rate,
-                                                    budget_name)
-    p = _prepare(task, reference_image, edit_image, edit_mask, guidance, height, width,
-                 control.check_options(control_options), guidance_name, fit, context,
-                 (reference_mode, keep_pixels_rate, budget))
+    budget, keep_pixels_rate = check_canvas_options(layout, reference_mode, max_image_tokens, keep_pixels_rate)
+    p = _prepare(task, reference_image, edit_image, edit_mask, control_image, height, width,
+                 control.check_options(control_options), fit, context, (reference_mode, keep_pixels_rate, budget))
     if fit == "official":
-        canvas, mask, geometry = _fit_official(p, reference_mode, keep_pixels_rate, budget, budget_name)
+        canvas, mask, geometry = _fit_official(p, reference_mode, keep_pixels_rate, budget)
     else:
         canvas, mask, geometry = _fit_exact(p, reference_mode, keep_pixels_rate, budget)
     return _finish(canvas, mask, p, layout, fit, geometry)
 
 
 def official_processor(
-    layout: str,
-    reference_image: torch.Tensor | None = None,
-    edit_image: torch.Tensor | None = None,
-    edit_mask: torch.Tensor | None = None,
-    use_reference: bool = True,
-    task_type: str = "repainting",
-    height: int = 1024,
-    width: int = 1024,
-    max_seq_length: float = 3072,
-    keep_pixels_rate: float | None = None,
-    *,
-    guidance: torch.Tensor | None = None,
-    control_options: Mapping[str, Any] | None = None,
-    guidance_name: str = "guidance",
+    layout: str, reference_image: torch.Tensor | None = None, edit_image: torch.Tensor | None = None,
+    edit_mask: torch.Tensor | None = None, use_reference: bool = True, task_type: str = "repainting",
+    height: int = 1024, width: int = 1024, max_seq_length: float = 3072, keep_pixels_rate: float | None = None, *,
+    control_image: torch.Tensor | None = None, control_options: Mapping[str, Any] | None = None,
 ) -> OfficialResult:
     """Drop-in for the official ``AcePlusLoraProcessor`` (``layout="lora"``) / ``AcePlusFFTProcessor`` (``"fft"``).
 
@@ -189,8 +139,8 @@ def official_processor(
     else:
         reference_mode = "keep_pixels_pad"
     result = build_canvas(layout, task_type, reference_mode, reference_image, edit_image, edit_mask, budget,
-                          keep_pixels_rate, height, width, guidance=guidance, fit="official",
-                          control_options=control_options, guidance_name=guidance_name, budget_name="max_seq_length")
+                          keep_pixels_rate, height, width, control_image=control_image, fit="official",
+                          control_options=control_options)
     g = result.geometry[0]
     return OfficialResult(result.image, result.mask, result.uc_image, result.c_image, result.geometry,
                           out_h=g.crop_h, out_w=g.crop_w, slice_w=g.edit_x0)
@@ -203,15 +153,14 @@ def aspect_crop_box(height: int, width: int, max_aspect: int = MAX_ASPECT_RATIO)
 
 
 def check_canvas_options(
-    layout: str, reference_mode: str, max_image_tokens: float, keep_pixels_rate: float | None,
-    budget_name: str = "max_image_tokens",
+    layout: str, reference_mode: str, max_image_tokens: float, keep_pixels_rate: float | None
 ) -> tuple[float, float | None]:
     """Check the layout, reference mode, budget and keep_pixels_rate of a canvas; returns (budget, rate)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if reference_mode not in REFERENCE_MODES:
         raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got {reference_mode!r}")
-    budget = _check_budget(max_image_tokens, budget_name)
+    budget = _check_budget(max_image_tokens, "max_image_tokens")
     if reference_mode == "keep_pixels_pad":
         keep_pixels_rate = _check_keep_pixels_rate(keep_pixels_rate)
     return budget, keep_pixels_rate
@@ -259,36 +208,27 @@ def _crop(x: torch.Tensor, boxes: list[Box]) -> torch.Tensor:
 
 
 def _prepare(
-    task: str,
-    reference_image: torch.Tensor | None,
-    edit_image: torch.Tensor | None,
-    edit_mask: torch.Tensor | None,
-    guidance: torch.Tensor | None,
-    height: int,
-    width: int,
-    control_options: Mapping[str, Any],
-    guidance_name: str,
-    fit: str,
-    context: ContextSpec | None,
-    plan_args: tuple[str, float | None, float],
+    task: str, reference_image: torch.Tensor | None, edit_image: torch.Tensor | None,
+    edit_mask: torch.Tensor | None, guidance: torch.Tensor | None, height: int, width: int,
+    control_options: Mapping[str, Any], fit: str, context: ContextSpec | None, plan_args: tuple[str, float | None, float],
 ) -> _Prepared:
     repaint = task == "repainting"
     # Every image is checked (shape, channels, finite; clamped to [0, 1]) before any work is done.
     edit_image = validate.check_image(edit_image, "edit_image", optional=True)
     reference_image = validate.check_image(reference_image, "reference_image", optional=True)
-    guidance = validate.check_image(guidance, guidance_name, optional=True)
+    guidance = validate.check_image(guidance, "control_image", optional=True)
     if guidance is not None and edit_image is None:
-        raise ValueError(f"{guidance_name} needs an edit_image: it replaces the edit image's pixels under the mask.")
+        raise ValueError("control_image needs an edit_image: it replaces the edit image's pixels under the mask.")
     if guidance is not None and context is not None and guidance.shape[1:3] != edit_image.shape[1:3]:
         raise ValueError(
-            f"{guidance_name} is {guidance.shape[2]}x{guidance.shape[1]} but edit_image is {edit_image.shape[2]}x"
-            f"{edit_image.shape[1]}; with crop_to_mask the {guidance_name} must have the edit image's size."
+            f"control_image is {guidance.shape[2]}x{guidance.shape[1]} but edit_image is {edit_image.shape[2]}x"
+            f"{edit_image.shape[1]}; with crop_to_mask the control_image must have the edit image's size."
         )
     if guidance is not None and repaint:
         raise ValueError(
-            f"{guidance_name} is not used by task 'repainting' (it blanks the masked area); use "
-            f"'no_preprocess' or a control task to keep guidance pixels under the mask, or disconnect "
-            f"{guidance_name}."
+            "control_image is not used by task 'repainting' (it blanks the masked area); use "
+            "'no_preprocess' or a control task to keep guidance pixels under the mask, or disconnect "
+            "control_image."
         )
     anchor = edit_image if edit_image is not None else reference_image
     device = anchor.device if anchor is not None else torch.device("cpu")
@@ -346,7 +286,7 @@ def _prepare(
             what = "line drawing" if task == "contour_repainting" else "depth map"
             raise ValueError(
                 f"task {task!r} needs a control image ({what} of the edit image): connect one to "
-                f"{guidance_name} (e.g. from a lineart / depth preprocessor node). This pack does not run the "
+                f"control_image (e.g. from a lineart / depth preprocessor node). This pack does not run the "
                 "neural annotators (they would download weights)."
             )
         guidance = control.derive_guidance(task, edit_image, **control_options)
@@ -362,7 +302,7 @@ def _prepare(
     if up:
         mask = resize_nearest_exact(mask, up)
     if guidance is not None:
-        edit = torch.where(mask > 0.5, area(guidance, guidance_name), edit)
+        edit = torch.where(mask > 0.5, area(guidance, "control_image"), edit)
     return _Prepared(edit, mask, ref, (H, W), boxes, False, repaint)
 
 
@@ -376,9 +316,7 @@ def _reference_too_small(ref_hw: tuple[int, int], size: tuple[int, int], edit_h:
 # ==================================================================== budget fitting
 
 
-def _fit_official(
-    p: _Prepared, reference_mode: str, rate: float | None, budget: float, budget_name: str
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+def _fit_official(p: _Prepared, reference_mode: str, rate: float | None, budget: float) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """The official processors' canvas: assemble at the edit resolution, then nearest-exact to the floored size."""
     batch = p.edit.shape[0]
     ch, cw = int(p.edit.shape[-2]), int(p.edit.shape[-1])
@@ -411,7 +349,7 @@ def _fit_official(
         raise ValueError(
             f"the token budget {budget:g} is too small for a {_wxh(H, W)} canvas: it rounds to {_wxh(rH, rW)}"
             + (" with no column left for the edit image" if rH and rW else "")
-            + f". Raise {budget_name} (or use a smaller reference_image)."
+            + ". Raise max_seq_length (or use a smaller reference_image)."
         )
 
     # Nearest-exact sampling of cat([ref, edit]) without materialising the full-resolution canvas. Sampling is
@@ -499,8 +437,8 @@ def _finish(
     zero = torch.zeros((), dtype=canvas.dtype, device=canvas.device)
     marked = mask > 0.5
 
-    def to_image(x: torch.Tensor) -> torch.Tensor:
-        return (x + 0.5).permute(0, 2, 3, 1).contiguous()
+    def to_image(x: torch.Tensor) -> torch.Tensor:  # ComfyUI IMAGE / MASK tensors are float32
+        return (x + 0.5).permute(0, 2, 3, 1).to(torch.float32).contiguous()
 
     uc = c = None
     if layout == "fft":
@@ -514,4 +452,4 @@ def _finish(
             crop_h=h, crop_w=w, reference_only=p.reference_only, edit_x0=sizes["ref_w"], edit_y0=0,
             **sizes, **scales,
         ))
-    return CanvasResult(to_image(canvas), mask[:, 0].contiguous(), uc, c, tuple(geometry))
+    return CanvasResult(to_image(canvas), mask[:, 0].to(torch.float32).contiguous(), uc, c, tuple(geometry))

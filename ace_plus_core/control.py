@@ -1,13 +1,7 @@
-"""Control tasks computed in the pack (no scepter, no annotator weights, no network), in vectorized torch.
-
-``recolorizing``: ITU-R 601 luma (PIL's ``convert("L")`` weights; the official annotator swaps red and blue) in 3
-channels, unrounded. ``mosaic_repainting``: ``ratio`` is a downscale factor: ``max(1, H // ratio) x max(1, W // ratio)``
-cells on the official nearest-upscale grid, each the mean of its pixels. ``canny_repainting``: OpenCV's
-``cv2.Canny(rgb_uint8, low, high)`` on the 8-bit RGB image, as the official annotator calls it (3x3 Sobel, L1
-magnitude, strongest channel, OpenCV's NMS sectors, hysteresis by connected components). ``contour_repainting`` and
-``depth_repainting`` need neural annotators: their control image comes from outside (:data:`EXTERNAL_TASKS`).
-Functions take IMAGE ``[B, H, W, C]`` and return ``[B, H, W, 3]`` in the input's dtype, on its device.
-"""
+"""Control tasks computed in the pack (no scepter, no annotator weights, no network), in vectorized torch:
+recolorizing (ITU-R 601 luma), mosaic_repainting (cell means) and canny_repainting (``cv2.Canny`` on 8-bit RGB).
+contour and depth need neural annotators: their control image comes from outside (:data:`EXTERNAL_TASKS`). IMAGE
+``[B, H, W, C]`` in, ``[B, H, W, 3]`` out, in the input's dtype and device; the rules are in docs/CANVAS.md."""
 
 from __future__ import annotations
 
@@ -19,21 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from . import validate
-
-__all__ = [
-    "DEFAULT_CANNY_HIGH",
-    "DEFAULT_CANNY_LOW",
-    "DEFAULT_MOSAIC_RATIO",
-    "DERIVED_TASKS",
-    "EXTERNAL_TASKS",
-    "OPTION_NAMES",
-    "apply_under_mask",
-    "canny_repainting",
-    "check_options",
-    "derive_guidance",
-    "mosaic_repainting",
-    "recolorizing",
-]
 
 #: Control tasks whose guidance this module derives from the edit image.
 DERIVED_TASKS = ("recolorizing", "mosaic_repainting", "canny_repainting")
@@ -244,12 +223,8 @@ def check_options(options, name: str = "control_options") -> dict:
 
 
 def derive_guidance(
-    task: str,
-    image: torch.Tensor,
-    *,
-    low_threshold: float = DEFAULT_CANNY_LOW,
-    high_threshold: float = DEFAULT_CANNY_HIGH,
-    ratio: int = DEFAULT_MOSAIC_RATIO,
+    task: str, image: torch.Tensor, *, low_threshold: float = DEFAULT_CANNY_LOW,
+    high_threshold: float = DEFAULT_CANNY_HIGH, ratio: int = DEFAULT_MOSAIC_RATIO,
 ) -> torch.Tensor:
     """The full-image guidance ``[B, H, W, 3]`` of a task in :data:`DERIVED_TASKS` (canny: the thresholds; mosaic:
     ``ratio``); :data:`EXTERNAL_TASKS` need a control image from outside (``ValueError``)."""
@@ -266,27 +241,3 @@ def derive_guidance(
         )
     raise ValueError(f"task must be one of {DERIVED_TASKS} to derive guidance, got {task!r}")
 
-
-def apply_under_mask(guidance: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``guidance`` where ``mask > 0.5``, ``image`` elsewhere (bit for bit): the official ``Image.composite``.
-
-    ``guidance`` and ``image``: IMAGE ``[B, H, W, C]`` of the same size (alpha dropped, 1 channel expanded; a
-    batch of 1 is used for every item); ``mask``: MASK ``[B, H, W]`` or ``[H, W]`` of the same size. Returns
-    ``[B, H, W, 3]`` in ``image``'s dtype.
-    """
-    g, _ = _image(guidance, "guidance")
-    image = validate.check_image(image, "image")
-    x, dtype = _image(image, "image")
-    mask = validate.check_mask(mask, "mask")
-    hw = tuple(x.shape[1:3])
-    if tuple(g.shape[1:3]) != hw or tuple(mask.shape[1:]) != hw:
-        raise ValueError(
-            f"guidance {tuple(g.shape[1:3])}, image {hw} and mask {tuple(mask.shape[1:])} must have the same "
-            "height x width"
-        )
-    batch = max(g.shape[0], x.shape[0], mask.shape[0])
-    for name, n in (("guidance", g.shape[0]), ("image", x.shape[0]), ("mask", mask.shape[0])):
-        if n not in (1, batch):
-            raise ValueError(f"{name} has a batch of {n}, expected 1 or {batch}")
-    x = validate.rgb(image)  # original values (after the [0, 1] clamp), bit for bit
-    return torch.where((mask > 0.5).to(x.device).unsqueeze(-1), g.to(device=x.device, dtype=dtype), x)

@@ -13,8 +13,6 @@ import torch
 from . import limits, validate
 from .geometry import MAX_ASPECT_RATIO, plan_exact
 
-__all__ = ["MAX_UPSCALE_TOKENS", "ContextSpec", "build_canvas_around_mask", "mask_crop_boxes", "upscale_size"]
-
 #: Upscaling a small crop aims at the budget, but never beyond this many tokens (the canvas node's largest budget,
 #: a 4096x4096 canvas): an enormous budget must not turn an 8192 px crop into a 32768 px one.
 MAX_UPSCALE_TOKENS = 65536
@@ -94,24 +92,11 @@ def upscale_size(
     return max(1, round(box_hw[0] * factor)), max(1, round(box_hw[1] * factor))
 
 
-def build_canvas_around_mask(
-    layout: str,
-    task: str,
-    reference_mode: str,
-    reference_image: torch.Tensor | None,
-    edit_image: torch.Tensor,
-    edit_mask: torch.Tensor | None,
-    max_image_tokens: float,
-    keep_pixels_rate: float | None = None,
-    *,
-    context: ContextSpec = ContextSpec(),  # noqa: B008 (frozen dataclass)
-    guidance: torch.Tensor | None = None,
-    control_options: dict | None = None,
-    guidance_name: str = "guidance",
-):
-    """:func:`.canvas.build_canvas` (exact fit) cropped around each item's mask; the geometry is in source pixels."""
+def build_canvas_around_mask(layout, task, reference_mode, reference_image, edit_image, edit_mask, max_image_tokens,
+                             keep_pixels_rate=None, *, context: ContextSpec | None = None, **options):
+    """:func:`.canvas.build_canvas` (exact fit) cropped around each item's mask (``context`` default
+    :class:`ContextSpec`); the geometry is in source pixels."""
     from .canvas import build_canvas  # the canvas plans the crop with this module
 
     return build_canvas(layout, task, reference_mode, reference_image, edit_image, edit_mask, max_image_tokens,
-                        keep_pixels_rate, guidance=guidance, control_options=control_options,
-                        context=context, guidance_name=guidance_name)
+                        keep_pixels_rate, context=context or ContextSpec(), **options)

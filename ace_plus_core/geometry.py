@@ -6,7 +6,6 @@ into the edit image; the diagram and the field rules are in docs/CANVAS.md. Plai
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -15,21 +14,6 @@ import torch
 
 from . import validate
 from .resize import resize_bilinear_aa, resize_nearest_exact
-
-__all__ = [
-    "FITS",
-    "LAYOUTS",
-    "MAX_ASPECT_RATIO",
-    "REFERENCE_MODES",
-    "TOKEN_PX",
-    "CanvasGeometry",
-    "ExactPlan",
-    "canvas_to_crop",
-    "check_geometries",
-    "official_canvas_size",
-    "official_reference_size",
-    "plan_exact",
-]
 
 #: Pixels per token side (VAE factor 8, then 2x2 patches).
 TOKEN_PX = 16
@@ -65,24 +49,6 @@ class CanvasGeometry:
     crop_w: int
     reference_only: bool  #: True when there was no edit image (a blank edit area was generated)
 
-    def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"geometry layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.fit not in FITS:
-            raise ValueError(f"geometry fit must be one of {FITS}, got {self.fit!r}")
-        ints = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.type == "int"}
-        bad = [k for k, v in ints.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0]
-        if bad:
-            raise ValueError(f"geometry fields must be non-negative integers: {', '.join(bad)}")
-        if self.edit_x0 + self.edit_w + self.pad_right > self.canvas_w:
-            raise ValueError("geometry edit area (with padding) extends past the canvas width")
-        if self.edit_y0 + self.edit_h + self.pad_bottom > self.canvas_h:
-            raise ValueError("geometry edit area (with padding) extends past the canvas height")
-        if self.crop_top + self.crop_h > self.source_h or self.crop_left + self.crop_w > self.source_w:
-            raise ValueError("geometry crop box extends past the source image")
-        if min(self.edit_w, self.edit_h, self.crop_w, self.crop_h) < 1:
-            raise ValueError("geometry edit area and crop box must be at least 1x1")
-
     # ---------------------------------------------------------------- views
     @property
     def tokens(self) -> int:
@@ -97,18 +63,6 @@ class CanvasGeometry:
     def edit_area_slice(self) -> tuple[slice, slice]:
         """(rows, cols) slices of the edit area in the canvas: ``canvas[:, rows, cols]`` for ``[B, H, W, C]``."""
         return slice(self.edit_y0, self.edit_y0 + self.edit_h), slice(self.edit_x0, self.edit_x0 + self.edit_w)
-
-    # ---------------------------------------------------------------- (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CanvasGeometry:
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - set(data)
-        if missing:
-            raise ValueError(f"geometry is missing fields: {', '.join(sorted(missing))}")
-        return cls(**{k: data[k] for k in names})
 
 
 def check_geometries(geometry: Any, name: str = "geometry") -> tuple[CanvasGeometry, ...]:
@@ -226,12 +180,8 @@ class ExactPlan:
 
 
 def _exact_sizes(
-    h: int,
-    crop_hw: tuple[int, int],
-    ref_hw: tuple[int, int] | None,
-    reference_mode: str,
-    keep_pixels_rate: float | None,
-    max_aspect: int | None = None,
+    h: int, crop_hw: tuple[int, int], ref_hw: tuple[int, int] | None, reference_mode: str,
+    keep_pixels_rate: float | None, max_aspect: int | None = None,
 ) -> ExactPlan:
     ch, cw = crop_hw
     w = max(1, _round_div(cw * h, ch))
@@ -251,24 +201,13 @@ def _exact_sizes(
         # Pad the short side (bottom or right) so that the edit strip is within max_aspect:1.
         strip_h = max(strip_h, _ceil16(-(-strip_w // max_aspect)))
         strip_w = max(strip_w, _ceil16(-(-strip_h // max_aspect)))
-    return ExactPlan(
-        edit_h=h,
-        edit_w=w,
-        ref_h=rh,
-        ref_w=rw,
-        canvas_h=strip_h,
-        ref_strip_w=_ceil16(rw) if ref_hw is not None else 0,
-        edit_strip_w=strip_w,
-    )
+    return ExactPlan(edit_h=h, edit_w=w, ref_h=rh, ref_w=rw, canvas_h=strip_h,
+                     ref_strip_w=_ceil16(rw) if ref_hw is not None else 0, edit_strip_w=strip_w)
 
 
 def plan_exact(
-    crop_hw: tuple[int, int],
-    ref_hw: tuple[int, int] | None,
-    reference_mode: str,
-    keep_pixels_rate: float | None,
-    max_image_tokens: float,
-    max_aspect: int | None = None,
+    crop_hw: tuple[int, int], ref_hw: tuple[int, int] | None, reference_mode: str, keep_pixels_rate: float | None,
+    max_image_tokens: float, max_aspect: int | None = None,
 ) -> ExactPlan:
     """The exact-fit sizes: the largest edit height (at most the crop's) whose canvas fits ``max_image_tokens``.
 

@@ -14,14 +14,6 @@ import torch
 from . import validate
 from .resize import resize_bilinear_aa, resize_nearest_exact
 
-__all__ = [
-    "ASPECT_TOLERANCE",
-    "aspect_matches",
-    "broadcast_batch",
-    "match_guidance",
-    "normalize_mask",
-]
-
 logger = logging.getLogger(__name__)
 
 #: Relative aspect-ratio difference up to which a mask (or guidance image) of another size is rescaled.
@@ -53,14 +45,8 @@ def broadcast_batch(tensor: torch.Tensor, batch: int, name: str, batch_owner: st
 
 
 def normalize_mask(
-    mask: torch.Tensor | None,
-    image_hw: tuple[int, int],
-    batch: int,
-    *,
-    name: str = "edit_mask",
-    image_name: str = "edit_image",
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    mask: torch.Tensor | None, image_hw: tuple[int, int], batch: int, *, name: str = "edit_mask",
+    image_name: str = "edit_image", device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Binary ``[batch, H, W]`` mask (0/1 in ``dtype``) for an image of ``image_hw``; None: edit everything."""
     ih, iw = int(image_hw[0]), int(image_hw[1])

@@ -31,9 +31,10 @@ PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05
 DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
 
-# Flux layouts by img_in width (in_channels x 2 x 2).
+# Flux models by img_in width (in_channels x 2 x 2), named by the canvas layout they take (ACE++ Canvas ``layout``:
+# "lora" for FLUX.1-Fill, the base of the ACE++ LoRAs; "fft" for the ACE++ FFT model); FLUX.1-dev takes none.
 LAYOUT_DEV = "dev"
-LAYOUT_FILL = "fill"
+LAYOUT_FILL = "lora"
 LAYOUT_FFT = "fft"
 LAYOUT_BY_FEATURES = {64: LAYOUT_DEV, 384: LAYOUT_FILL, 448: LAYOUT_FFT}
 LAYOUT_NAMES = {
@@ -263,17 +264,6 @@ class LoraInfo:
     img_in_features: int | None  # in-features of the img_in adapter, None when img_in is not adapted
     looks_like: str | None  # for LoRAs that are not for Flux
 
-    def describe(self) -> str:
-        layout = layout_for_features(self.img_in_features)
-        if self.img_in_features is None:
-            target = "does not adapt img_in"
-        elif layout is not None:
-            target = f"img_in adapter {self.img_in_features} wide, for {LAYOUT_NAMES[layout]}"
-        else:
-            target = f"img_in adapter {self.img_in_features} wide"
-        extra = f"; looks like {self.looks_like}" if self.looks_like else ""
-        return f"{self.name}: {self.key_format} keys, {self.modules} modules, {target}{extra}"
-
 
 def _module_of(key: str) -> str | None:
     for suffix in _DOWN_SUFFIXES:
@@ -329,20 +319,15 @@ def inspect_lora(header: SafetensorsHeader) -> LoraInfo:
     return LoraInfo(header.name, _lora_key_format(names), len(modules), img_in, looks_like)
 
 
-#: The canvas layout (ACE++ Canvas ``layout``) each usable model layout needs: the LoRAs run on Fill.
-CANVAS_LAYOUT_FOR_MODEL = {LAYOUT_FILL: "lora", LAYOUT_FFT: "fft"}
-
-
-def check_canvas_fits_model(model_layout: str, canvas_layouts: Iterable[str]) -> str:
-    """The canvas layout ``model_layout`` needs; ``ValueError`` naming both when the canvas was built otherwise
+def check_canvas_fits_model(wanted: str, canvas_layouts: Iterable[str]) -> str:
+    """``wanted`` (the model's layout) when every canvas was built for it; else a ``ValueError`` naming both
     (instead of the sampler's "mat1 and mat2 shapes cannot be multiplied")."""
-    wanted = CANVAS_LAYOUT_FOR_MODEL[model_layout]
     got = set(canvas_layouts)
     if got != {wanted}:
         shown = "/".join(sorted(got))
         other = "ACE++ FFT model" if shown == "fft" else "FLUX.1-Fill model with an ACE++ LoRA"
         raise ValueError(
-            f"model is {LAYOUT_NAMES[model_layout]} but the connected canvas was built with layout '{shown}'; "
+            f"model is {LAYOUT_NAMES[wanted]} but the connected canvas was built with layout '{shown}'; "
             f"set ACE++ Canvas layout to '{wanted}', or connect the {other} instead."
         )
     return wanted

@@ -10,15 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "center_crop_box",
-    "nearest_exact_indices",
-    "pad_constant",
-    "pad_replicate",
-    "resize_bilinear_aa",
-    "resize_nearest_exact",
-]
-
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     h, w = (int(size[0]), int(size[1]))

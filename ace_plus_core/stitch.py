@@ -1,11 +1,7 @@
-"""Stitch a generated canvas back into the original, full-resolution edit image (docs/CANVAS.md).
+"""Stitch a generated canvas back into the original, full-resolution edit image (the rules: docs/CANVAS.md).
 
-Per item: the edit area is cut out and scaled back to its box (:func:`.geometry.canvas_to_crop`); the weight is the
-mask grown by ``grow_px`` and feathered outward over ``feather_px`` (dilation, then a box blur of radius
-ceil(f/2)); optional colour matching over the box's unchanged context; ``out = original * (1 - w) + generated * w``
-where ``w > 0``, the original pixels bit for bit elsewhere. Only the box is processed, in bands of
-:data:`BAND_ROWS` rows, with separable integer window sums. Reference-only canvases return the generated area.
-"""
+``out = original * (1 - w) + generated * w`` where the blend weight ``w`` (the mask grown, then feathered) is > 0,
+the original pixels bit for bit elsewhere; only the crop box is processed, in bands of :data:`BAND_ROWS` rows."""
 
 from __future__ import annotations
 
@@ -16,8 +12,6 @@ import torch
 from . import limits, validate
 from .geometry import CanvasGeometry, canvas_to_crop, check_geometries
 from .masks import normalize_mask
-
-__all__ = ["BAND_ROWS", "blend_weight", "cut_back", "stitch"]
 
 #: Rows of the box blended at a time (bounds the temporaries of the blend).
 BAND_ROWS = 512
@@ -127,17 +121,12 @@ def cut_back(decoded: torch.Tensor, geometry: tuple[CanvasGeometry, ...]) -> tor
     parts = [validate.rgb(canvas_to_crop(decoded[i : i + 1], g, name="image")) for i, g in enumerate(geometry)]
     if len({p.shape for p in parts}) != 1:
         raise ValueError("geometry: the batch items were cut back to different sizes; run them one at a time")
-    return torch.cat(parts)
+    return torch.cat(parts).to(torch.float32)  # a ComfyUI IMAGE, whatever the decoded dtype
 
 
 def stitch(
-    decoded: torch.Tensor,
-    geometry: tuple[CanvasGeometry, ...],
-    original: torch.Tensor | None,
-    mask: torch.Tensor | None,
-    grow_px: int = 8,
-    feather_px: int = 16,
-    color_match: bool = False,
+    decoded: torch.Tensor, geometry: tuple[CanvasGeometry, ...], original: torch.Tensor | None,
+    mask: torch.Tensor | None, grow_px: int = 8, feather_px: int = 16, color_match: bool = False,
 ) -> torch.Tensor:
     """Composite each decoded canvas ``[B, Hc, Wc, C]`` into ``original`` ``[B or 1, H, W, C]``; returns
     ``[B, H, W, 3]`` (reference-only geometry: the generated areas, ``original`` may be None).
@@ -172,7 +161,7 @@ def stitch(
     full_mask = normalize_mask(mask, (src_h, src_w), batch, name="mask", image_name="original_image",
                                device=orig.device, dtype=torch.bool)
     margin = grow_px + 2 * math.ceil(feather_px / 2)
-    out = orig.expand(batch, -1, -1, -1).clone()
+    out = orig.to(torch.float32).expand(batch, -1, -1, -1).clone()  # a ComfyUI IMAGE (float32)
     for i, g in enumerate(geometry):
         gen = validate.rgb(canvas_to_crop(decoded[i : i + 1], g, name="image")[0]).to(out.device, out.dtype)
         t, lf, h, w = g.crop_top, g.crop_left, g.crop_h, g.crop_w

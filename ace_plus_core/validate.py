@@ -1,29 +1,6 @@
-"""Input checks shared by the core and the node layer: one rule per kind of input, one message style.
-
-Every check raises a ``ValueError`` whose message names the input (the node input's name where the caller passes
-it), says what was expected and what to do. ComfyUI shows the message in the UI. The widget ranges live in
-:mod:`.limits`. The checks are cheap: one reduction (``aminmax``) per image, no full-size temporary unless a value
-really has to change.
-
-Rules (the pack's contract for bad input; the fuzz suites tests/test_fuzz_*.py hold every node and core function to
-them):
-
-* **IMAGE**: a floating-point tensor ``[B, H, W, C]`` (``[H, W, C]`` is a batch of one) with ``B, H, W >= 1`` and
-  ``C`` = 1 (gray: used as RGB), 3 (RGB) or 4 (RGBA: **the alpha channel is dropped**; ComfyUI's ``LoadImage``
-  already returns the alpha as the MASK). Any other shape, an integer or bool dtype, or an empty batch is a
-  ``ValueError``.
-* **Non-finite pixels** (NaN, +-inf) in an IMAGE are a ``ValueError`` naming the input and the number of bad
-  values: they come from a failed upstream node (typically a VAE decoding in fp16) and no value can be guessed for
-  them, so they are never carried into a canvas, a latent or a stitched photo.
-* **Finite pixels outside [0, 1]** (sharpening, some upscalers) are clamped to [0, 1], with a logged warning.
-* **MASK**: ``[B, H, W]``, ``[H, W]`` or ``[B, 1, H, W]`` of a real dtype (float, integer or bool), ``B, H, W >= 1``.
-  Where a node uses the mask as a region (canvas, stitch) it is binarized at 0.5: soft masks become hard, NaN counts
-  as 0 (not edited; logged as a warning), +inf as 1. The conditioning nodes keep soft masks: NaN becomes 0 and values
-  are clamped to [0, 1] (logged). An empty mask means "edit everything" (:mod:`.masks`).
-* **Numbers** (widgets): the right kind (``bool`` is not a number; an integer widget needs an integer), finite, and
-  within the widget's range (:mod:`.limits`).
-* **Sizes** of a generated area (reference-only generation): 1 to :data:`MAX_SIDE` pixels per side.
-"""
+"""Input checks shared by the core and the node layer, one rule per kind of input (docs/INPUTS.md): a ``ValueError``
+naming the input, saying what was expected and what to do. Cheap: one ``aminmax`` per image, no full-size temporary
+unless a value has to change."""
 
 from __future__ import annotations
 
@@ -34,18 +11,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-
-__all__ = [
-    "IMAGE_CHANNELS",
-    "MAX_SIDE",
-    "check_choice",
-    "check_image",
-    "check_mask",
-    "check_number",
-    "check_side",
-    "message_of",
-    "rgb",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +102,9 @@ def check_mask(mask: Any, name: str, *, soft: bool = False, dtype: torch.dtype =
     if mask.is_complex():
         raise ValueError(f"{name} must hold real values (0 = keep, 1 = edit), got dtype {mask.dtype}.")
     if not mask.is_floating_point():
-        return mask.to(dtype) if soft else mask
+        if not soft:
+            return mask
+        mask = mask.to(dtype)  # integer masks (0 / 255) are clamped below like float ones
     lo, hi = (float(v) for v in torch.aminmax(mask))
     nan = math.isnan(lo) or math.isnan(hi)
     if nan:
@@ -152,14 +119,8 @@ def check_mask(mask: Any, name: str, *, soft: bool = False, dtype: torch.dtype =
 
 
 def check_number(
-    value: Any,
-    name: str,
-    lo: float | None = None,
-    hi: float | None = None,
-    *,
-    integer: bool = False,
-    low_open: bool = False,
-    what: str = "",
+    value: Any, name: str, lo: float | None = None, hi: float | None = None, *, integer: bool = False,
+    low_open: bool = False, what: str = "",
 ) -> int | float:
     """``value`` as an int (``integer``) or float, finite and within ``[lo, hi]`` (``(lo, hi]`` with
     ``low_open``); a ``ValueError`` naming ``name`` otherwise. ``what`` describes the value for the message."""

@@ -20,6 +20,7 @@ Cases (repainting, a 3072x2560 px rectangular mask off the centre, 4096-token bu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -79,10 +80,10 @@ def child(args) -> None:
         else:
             r = build_canvas("lora", "repainting", "resize_to_height", ref, edit, mask, args.tokens, fit=fit)
         out_bytes = sum(t.numel() * t.element_size() for t in (r.image, r.mask))
-        Path(args.geometry).write_text(json.dumps(r.geometry[0].to_dict()))
+        Path(args.geometry).write_text(json.dumps(dataclasses.asdict(r.geometry[0])))
         shape = list(r.image.shape)
     else:
-        g = CanvasGeometry.from_dict(json.loads(Path(args.geometry).read_text()))
+        g = CanvasGeometry(**json.loads(Path(args.geometry).read_text()))
         decoded = torch.rand((1, g.canvas_h, g.canvas_w, 3), generator=torch.Generator().manual_seed(1))
         base = _rss_bytes()
         t0 = time.perf_counter()

@@ -126,12 +126,12 @@ class ACEPlusCanvas(io.ComfyNode):
             context = ContextSpec(margin_rel=context_margin, margin_px=context_pixels, min_size=min_crop_size,
                                   upscale=upscale_crop)
             r = build_canvas_around_mask(layout, task, mode, reference_image, edit_image, edit_mask,
-                                         max_image_tokens, keep_pixels_rate, context=context, guidance=control_image,
-                                         control_options=options, guidance_name="control_image")
+                                         max_image_tokens, keep_pixels_rate, context=context, control_image=control_image,
+                                         control_options=options)
         else:
             r = core.build_canvas(layout, task, mode, reference_image, edit_image, edit_mask, max_image_tokens,
-                                  keep_pixels_rate, height, width, guidance=control_image, fit="exact",
-                                  control_options=options, guidance_name="control_image")
+                                  keep_pixels_rate, height, width, control_image=control_image, fit="exact",
+                                  control_options=options)
         uc = r.uc_image if r.uc_image is not None else r.image
         c = r.c_image if r.c_image is not None else r.image
         return io.NodeOutput(r.image, uc, c, r.mask, r.geometry)

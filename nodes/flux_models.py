@@ -25,7 +25,7 @@ from . import compat
 
 log = logging.getLogger(__name__)
 
-LAYOUT_OPTION = "ace_plus_layout"  # model_options key: "fill" or "fft", read by the conditioning nodes
+LAYOUT_OPTION = "ace_plus_layout"  # model_options key: the canvas layout the model takes ("lora" or "fft")
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 FILL_INFERENCE_DTYPES = (torch.bfloat16, torch.float32)
 STRENGTH_RANGE = (-100.0, 100.0)
@@ -83,7 +83,7 @@ def describe_model(patcher) -> str:
 
 
 def model_layout(patcher, input_name: str = "model") -> str:
-    """ "fill" or "fft" for a usable ACE++ base; ValueError naming ``input_name`` and the fix otherwise."""
+    """ "lora" (FLUX.1-Fill) or "fft" for a usable ACE++ base; ValueError naming ``input_name`` and the fix otherwise."""
     layout = mf.layout_for_features(img_in_features(patcher))
     if layout in (mf.LAYOUT_FILL, mf.LAYOUT_FFT):
         return layout

@@ -67,7 +67,7 @@ class ACEPlusModelPatch(io.ComfyNode):
             inputs=[io.Model.Input("model", tooltip="A FLUX.1-Fill or ACE++ FFT model from any loader (UNETLoader, "
                                    "GGUF Unet Loader, ...).")],
             outputs=[io.Model.Output(display_name="MODEL", tooltip="The same weights, computing in bf16/fp32, with the "
-                                     "ACE++ layout (fill/fft) recorded.")],
+                                     "ACE++ layout (lora/fft, as ACE++ Canvas calls it) recorded.")],
         )
 
     @classmethod

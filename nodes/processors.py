@@ -85,8 +85,7 @@ class ACEPlusLoraProcessor(io.ComfyNode):
                 edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
         check_widgets(cls, height=height, width=width, task_type=task_type, max_seq_length=max_seq_length)
         r = core.official_processor("lora", reference_image, edit_image, edit_mask, use_reference, task_type,
-                                    height, width, max_seq_length, guidance=control_image,
-                                    guidance_name="control_image")
+                                    height, width, max_seq_length, control_image=control_image)
         return io.NodeOutput(r.image, r.mask, r.out_h, r.out_w, r.slice_w)
 
 
@@ -118,8 +117,7 @@ class ACEPlusFFTProcessor(io.ComfyNode):
         check_widgets(cls, height=height, width=width, task_type=task_type, keep_pixels_rate=keep_pixels_rate,
                       max_seq_length=max_seq_length)
         r = core.official_processor("fft", reference_image, edit_image, edit_mask, use_reference, task_type,
-                                    height, width, max_seq_length, keep_pixels_rate, guidance=control_image,
-                                    guidance_name="control_image")
+                                    height, width, max_seq_length, keep_pixels_rate, control_image=control_image)
         return io.NodeOutput(r.uc_image, r.c_image, r.mask, r.out_h, r.out_w, r.slice_w)
 
 

@@ -219,7 +219,7 @@ def test_guidance_replaces_pixels_under_the_mask(guide_hw):
     edit pixels. The canvas is the edit image at scale 1 (32x48, no reference), so both are compared directly."""
     edit, mask = rand_image(32, 48, seed=1), rect_mask(32, 48)
     guide = rand_image(*guide_hw, seed=2)
-    res = exact(edit_image=edit, edit_mask=mask, guidance=guide)
+    res = exact(edit_image=edit, edit_mask=mask, control_image=guide)
     g = res.geometry[0]
     assert (g.canvas_h, g.canvas_w, g.edit_x0, g.scale_x, g.scale_y) == (32, 48, 0, 1.0, 1.0)
     expected = bilinear_aa_numpy(guide[0].numpy(), (32, 48))
@@ -231,22 +231,22 @@ def test_guidance_replaces_pixels_under_the_mask(guide_hw):
 
 def test_neural_control_tasks_need_guidance_the_others_derive_it():
     for task in ("contour_repainting", "depth_repainting"):
-        with pytest.raises(ValueError, match="needs a control image .* connect one to guidance"):
+        with pytest.raises(ValueError, match="needs a control image .* connect one to control_image"):
             exact(task=task, edit_image=rand_image(32, 32), edit_mask=rect_mask(32, 32))
     for task in ("recolorizing", "canny_repainting", "mosaic_repainting"):
         assert exact(task=task, edit_image=rand_image(32, 32), edit_mask=rect_mask(32, 32)).image.shape == (1, 32, 32, 3)
     for task in ("contour_repainting", "depth_repainting", "recolorizing"):
         res = exact(
-            task=task, edit_image=rand_image(32, 32), edit_mask=rect_mask(32, 32), guidance=rand_image(32, 32, seed=5)
+            task=task, edit_image=rand_image(32, 32), edit_mask=rect_mask(32, 32), control_image=rand_image(32, 32, seed=5)
         )
         assert res.image.shape == (1, 32, 32, 3)
 
 
 def test_guidance_with_repainting_or_mismatched_aspect_is_value_error():
     with pytest.raises(ValueError, match="repainting"):
-        exact(task="repainting", edit_image=rand_image(32, 32), guidance=rand_image(32, 32))
-    with pytest.raises(ValueError, match="guidance is 64x32 but edit_image is 32x32"):
-        exact(edit_image=rand_image(32, 32), guidance=rand_image(32, 64))
+        exact(task="repainting", edit_image=rand_image(32, 32), control_image=rand_image(32, 32))
+    with pytest.raises(ValueError, match="control_image is 64x32 but edit_image is 32x32"):
+        exact(edit_image=rand_image(32, 32), control_image=rand_image(32, 64))
 
 
 def test_unknown_names_are_value_errors():

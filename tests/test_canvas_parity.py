@@ -17,7 +17,6 @@ import torch
 import torchvision.transforms as T
 
 from ace_plus_core.canvas import build_canvas, official_processor
-from ace_plus_core.geometry import CanvasGeometry
 
 ATOL = 1e-6
 
@@ -402,9 +401,3 @@ def test_tiny_budget_that_still_fits_matches():
         res = official_processor(layout, None, edit, None, max_seq_length=1)
         assert_matches(res, reference_official(layout, None, edit, None, max_seq_length=1), layout)
         assert res.image.shape[1:3] == (16, 16)
-
-
-def test_geometry_round_trips_as_plain_data():
-    res = official_processor("fft", rand_image(200, 300, 1), rand_image(333, 517, 2), None)
-    g = res.geometry[0]
-    assert CanvasGeometry.from_dict(g.to_dict()) == g

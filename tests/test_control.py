@@ -239,18 +239,6 @@ def test_derive_guidance_dispatches_and_refuses_neural_tasks():
             control.derive_guidance(task, img)
 
 
-def test_apply_under_mask_is_the_binarized_composite():
-    img = torch.rand((2, 20, 30, 3), generator=torch.Generator().manual_seed(0))
-    guide = torch.rand((1, 20, 30, 3), generator=torch.Generator().manual_seed(1))
-    mask = torch.rand((2, 20, 30), generator=torch.Generator().manual_seed(2))
-    out = control.apply_under_mask(guide, img, mask)
-    inside = (mask > 0.5).unsqueeze(-1).expand_as(img)
-    assert torch.equal(out[~inside], img[~inside])
-    assert torch.equal(out[inside], guide.expand_as(img)[inside])
-    with pytest.raises(ValueError, match="same height x width"):
-        control.apply_under_mask(guide, img, mask[:, :10])
-
-
 # ------------------------------------------------------------------------------------------------ in the canvas
 
 
@@ -268,13 +256,13 @@ def test_pixels_outside_the_mask_are_untouched_by_every_task(task, fit):
 
     (The canvas itself stores pixels shifted by -0.5, the official convention, so values below 0.25 come back within
     2**-25 of the input rather than bit for bit; 8-bit values round-trip exactly. That is the canvas' rule, the
-    same for every task; the composite alone, apply_under_mask, is bit-exact - see the test above.)
+    same for every task.)
     """
     edit_u8 = astronaut_u8()[96:224, 160:320]
     edit = to_image(edit_u8)  # 128 x 160: a multiple of 16, so neither fit resamples
     mask = rect_mask(128, 160, (30, 40, 50, 60))
     guidance = _control_guidance(task, edit)
-    res = build_canvas("fft", task, "keep_pixels_pad", None, edit, mask, 100_000, guidance=guidance, fit=fit)
+    res = build_canvas("fft", task, "keep_pixels_pad", None, edit, mask, 100_000, control_image=guidance, fit=fit)
     plain = build_canvas("fft", "no_preprocess", "keep_pixels_pad", None, edit, mask, 100_000, fit=fit)
     canvas, c = res.image[0], res.c_image[0]
     assert canvas.shape == edit[0].shape
@@ -326,8 +314,8 @@ def test_control_options_reach_the_annotators():
 def test_neural_tasks_without_a_control_image_name_the_input(task):
     edit = to_image(rand_u8(32, 32, seed=0))
     with pytest.raises(ValueError, match=f"task '{task}' needs a control image .* connect one to control_image"):
-        official_processor("fft", None, edit, None, task_type=task, max_seq_length=1024, guidance_name="control_image")
-    with pytest.raises(ValueError, match="connect one to guidance"):
+        official_processor("fft", None, edit, None, task_type=task, max_seq_length=1024)
+    with pytest.raises(ValueError, match="connect one to control_image"):
         build_canvas("lora", task, "resize_to_height", None, edit)
 
 
@@ -354,12 +342,12 @@ def test_every_task_runs_with_sockets_blocked(no_network):
     for task in ALL_TASKS:
         guidance = _control_guidance(task, edit)
         for layout in ("lora", "fft"):
-            res = build_canvas(layout, task, "resize_to_height", ref, edit, mask, 1024, guidance=guidance)
+            res = build_canvas(layout, task, "resize_to_height", ref, edit, mask, 1024, control_image=guidance)
             assert torch.isfinite(res.image).all()
         if task in TASKS:
             for layout in ("lora", "fft"):
                 res = official_processor(layout, ref, edit, mask, task_type=task, max_seq_length=1024,
-                                         guidance=guidance)
+                                         control_image=guidance)
                 assert torch.isfinite(res.image).all()
 
 

@@ -499,17 +499,16 @@ def check_cut_back(cut, decoded, geometry) -> None:
 
 
 def check_stitched(out, original, mask, geometry, decoded, grow: int, feather: int, color_match: bool) -> int:
-    """Stitch of a valid draw: the original's size (float32 for a float32 original); outside each crop box and
+    """Stitch of a valid draw: the original's size, float32; outside each crop box and
     farther than ``grow`` + the feather's reach (dilate by ceil(f/2), then blur over ceil(f/2): 2 ceil(f/2)) from the
-    stitch mask (:func:`expected_mask`) the original pixels, bit for bit; with no grow, feather or colour match and
+    stitch mask (:func:`expected_mask`) the original pixels in float32, bit for bit; with no grow, feather or colour match and
     an unscaled geometry, the generated pixels under the mask. Returns how many items had their mask checked."""
     batch = len(geometry)
     h, w = geometry[0].source_h, geometry[0].source_w
-    assert_image(out, "stitched", batch=batch, hw=(h, w),
-                 dtype=torch.float32 if original.dtype == torch.float32 else None)
+    assert_image(out, "stitched", batch=batch, hw=(h, w), dtype=torch.float32)
     region = expected_mask(mask, (h, w), batch)
     reach = grow + 2 * math.ceil(feather / 2)
-    got, orig = out.double().numpy(), rgb64(original)
+    got, orig = out.double().numpy(), as_dtype(rgb64(original), torch.float32)
     pasted_items = 0
     for i, g in enumerate(geometry):
         box = np.zeros((h, w), dtype=bool)

@@ -232,7 +232,7 @@ def test_prepare_clones_and_records_the_layout(comfy_host, tiny_models, prefer_f
     import comfy.sd
 
     patch = comfy_host.node_class_mappings["ACEPlusModelPatch"]
-    for path, layout in ((tiny_models["tiny_ace_plus_fft"], "fft"), (tiny_models["tiny_flux_fill"], "fill")):
+    for path, layout in ((tiny_models["tiny_ace_plus_fft"], "fft"), (tiny_models["tiny_flux_fill"], "lora")):
         original = comfy.sd.load_diffusion_model(str(path))
         original_options = dict(original.model_options)
         clone = patch.execute(original).result[0]
@@ -252,7 +252,7 @@ def test_prepare_leaves_bf16_or_fp32_compute_alone(comfy_host, tiny_models):
     original = comfy.sd.load_diffusion_model(str(tiny_models["tiny_flux_fill"]))
     clone = patch.execute(original).result[0]
     assert original.model_dtype() == torch.float32 and "manual_cast_dtype" not in clone.object_patches
-    assert clone.model_options["ace_plus_layout"] == "fill"
+    assert clone.model_options["ace_plus_layout"] == "lora"
 
 
 def test_prepare_reads_gguf_like_wrapped_weights(comfy_host, tiny_models):
@@ -269,7 +269,7 @@ def test_prepare_reads_gguf_like_wrapped_weights(comfy_host, tiny_models):
             packed.tensor_shape = torch.Size([64, features])
             self.weight = packed
 
-    for features, layout in ((448, "fft"), (384, "fill")):
+    for features, layout in ((448, "fft"), (384, "lora")):
         wrapped = base.clone()
         wrapped.add_object_patch("diffusion_model.img_in", PackedLinear(features))
         assert patch.execute(wrapped).result[0].model_options["ace_plus_layout"] == layout

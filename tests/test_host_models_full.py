@@ -65,8 +65,8 @@ def test_fft_loader_at_full_width(facts, unet, weight_dtype):
     assert fact["finite"], fact
 
 
-@pytest.mark.parametrize("name, layout, in_channels", [("fill", "fill", 96), ("fft", "fft", 112),
-                                                       ("demo_fill", "fill", 96)])
+@pytest.mark.parametrize("name, layout, in_channels", [("fill", "lora", 96), ("fft", "fft", 112),
+                                                       ("demo_fill", "lora", 96)])
 def test_prepare_and_lora_at_full_width(facts, name, layout, in_channels):
     """UNETLoader -> ACE++ Prepare Flux Model -> ACE++ LoRA Loader. ``demo_fill`` is the runner's synthetic Fill
     model with the LoRA its README job applies. The loaded img_in weight equals W + B @ A recomputed in float64

@@ -242,7 +242,6 @@ def test_lora_img_in_width_and_format(tmp_path, in_channels, fmt, key_format, wi
     info = mf.inspect_lora(mf.read_header(path))
     assert info.key_format == key_format and info.img_in_features == width and info.looks_like is None
     assert info.modules == len(tm.lora_state_dict(base, fmt="peft")) // 2
-    assert f"img_in adapter {width} wide, for {'FLUX.1-Fill' if width == 384 else 'ACE++ FFT'}" in info.describe()
 
 
 def test_lora_without_img_in_and_diffusers_keys(tmp_path):
@@ -256,7 +255,7 @@ def test_lora_without_img_in_and_diffusers_keys(tmp_path):
     assert info.key_format == "diffusers" and info.img_in_features == 448 and info.modules == 2
     only_blocks = {k: v for k, v in sd.items() if "x_embedder" not in k}
     info = mf.inspect_lora(mf.read_header(_write(tmp_path / "b.safetensors", only_blocks)))
-    assert info.img_in_features is None and "does not adapt img_in" in info.describe()
+    assert info.img_in_features is None and info.modules == 1
 
 
 def test_sdxl_lora_is_named(tmp_path):
