@@ -10,6 +10,9 @@ logic lives in ``ace_plus_core`` and can be imported on its own.
 import logging
 
 MIN_COMFYUI = "0.3.48"
+# ComfyUI serves this folder under /extensions/<pack folder>/: the node help pages, web/docs/<NodeId>.md and
+# web/docs/<NodeId>/<locale>.md. Translations (locales/<lang>/nodeDefs.json, main.json) it reads by itself.
+WEB_DIRECTORY = "./web"
 
 try:
     from comfy_api.v0_0_2 import ComfyExtension as _ComfyExtension  # noqa: F401
