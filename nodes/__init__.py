@@ -7,6 +7,8 @@ Node ids, once shipped, never change.
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
+from . import clash
+
 
 def _node_modules() -> tuple:
     # Add a node module here (explicit relative imports: ComfyUI imports this pack under a path-like name).
@@ -24,4 +26,6 @@ def all_nodes() -> list[type[io.ComfyNode]]:
 
 class ACEPlusExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return all_nodes()
+        node_list = all_nodes()
+        clash.watch(node_list)  # one warning if another folder registers the official ids too
+        return node_list
