@@ -7,8 +7,6 @@ drop-in processors' arithmetic) or ``"exact"`` (the canvas node). The full speci
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +17,9 @@ from . import control, validate
 from .crop import ContextSpec, mask_crop_boxes, upscale_size
 from .geometry import (
     FITS, LAYOUTS, MAX_ASPECT_RATIO, REFERENCE_MODES, TOKEN_PX, CanvasGeometry, official_canvas_size,
-    official_reference_size, plan_exact,
+    ceil16, official_reference_size, plan_exact,
 )
-from .masks import broadcast_batch, match_guidance, normalize_mask
+from .masks import broadcast_batch, match_guidance, normalize_mask, wxh
 from .resize import (
     center_crop_box, nearest_exact_indices, pad_constant, pad_replicate, resize_bilinear_aa, resize_nearest_exact,
 )
@@ -167,33 +165,23 @@ def check_canvas_options(
 
 
 def _check_budget(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of image tokens (16x16 px each), got {value!r}")
-    return value
+    return validate.check_number(value, name, 0, low_open=True, what="image tokens, 16x16 px each")
 
 
 def _check_keep_pixels_rate(rate: float | None) -> float:
-    if rate is None:
-        return DEFAULT_KEEP_PIXELS_RATE
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (0.0 < rate <= 1.0):
-        raise ValueError(
-            f"keep_pixels_rate must be in (0, 1] (the largest reference height as a fraction of the edit height), "
-            f"got {rate!r}; the official default is {DEFAULT_KEEP_PIXELS_RATE}."
-        )
-    return float(rate)
-
-
-def _wxh(h: int, w: int) -> str:
-    return f"{w}x{h}"
-
-
-def _ceil16(n: int) -> int:
-    return -(-n // TOKEN_PX) * TOKEN_PX
+    return DEFAULT_KEEP_PIXELS_RATE if rate is None else validate.check_number(
+        rate, "keep_pixels_rate", 0, 1, low_open=True, what="the largest reference height / the edit height")
 
 
 def _to_bchw(image: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Checked IMAGE -> RGB ``[B, 3, H, W]`` view on ``device`` in ``dtype``."""
     return validate.rgb(image).to(device=device, dtype=dtype).permute(0, 3, 1, 2)
+
+
+def _centred(ref: torch.Tensor, h: int) -> torch.Tensor:
+    """A (shifted) reference shorter than ``h`` centred vertically on gray, 0 here (keep_pixels_pad)."""
+    top = (h - ref.shape[-2]) // 2
+    return pad_constant(ref, 0, top, 0, h - ref.shape[-2] - top)
 
 
 def _crop(x: torch.Tensor, boxes: list[Box]) -> torch.Tensor:
@@ -225,11 +213,9 @@ def _prepare(
             f"{edit_image.shape[1]}; with crop_to_mask the control_image must have the edit image's size."
         )
     if guidance is not None and repaint:
-        raise ValueError(
-            "control_image is not used by task 'repainting' (it blanks the masked area); use "
-            "'no_preprocess' or a control task to keep guidance pixels under the mask, or disconnect "
-            "control_image."
-        )
+        raise ValueError("control_image is not used by task 'repainting' (it blanks the masked area); use "
+                         "'no_preprocess' or a control task to keep guidance pixels under the mask, or disconnect "
+                         "control_image.")
     anchor = edit_image if edit_image is not None else reference_image
     device = anchor.device if anchor is not None else torch.device("cpu")
     dtype = torch.float64 if anchor is not None and anchor.dtype == torch.float64 else torch.float32
@@ -243,7 +229,7 @@ def _prepare(
         rH, rW = int(ref.shape[-2]), int(ref.shape[-1])
         top, left, ch, cw = aspect_crop_box(rH, rW)
         if (ch, cw) != (rH, rW):
-            logger.info("reference_image %s centre-cropped to %s (aspect ratio > %d:1)", _wxh(rH, rW), _wxh(ch, cw),
+            logger.info("reference_image %s centre-cropped to %s (aspect ratio > %d:1)", wxh((rH, rW)), wxh((ch, cw)),
                         MAX_ASPECT_RATIO)
             ref = ref[..., top : top + ch, left : left + cw]
         ref = ref - 0.5
@@ -273,13 +259,13 @@ def _prepare(
         if bool(cut.any()):
             raise ValueError(
                 f"edit_mask (item {int(cut.nonzero()[0, 0])}) marks pixels outside the part of edit_image that "
-                f"goes into the canvas: edit_image is {_wxh(H, W)}, beyond {MAX_ASPECT_RATIO}:1, so only its "
-                f"centre {_wxh(ch, cw)} is used and those pixels would not be edited. Crop the photo around the "
+                f"goes into the canvas: edit_image is {wxh((H, W))}, beyond {MAX_ASPECT_RATIO}:1, so only its "
+                f"centre {wxh((ch, cw))} is used and those pixels would not be edited. Crop the photo around the "
                 f"area to edit (aspect ratio at most {MAX_ASPECT_RATIO}:1) and pass the matching mask, or use "
                 "ACE++ Canvas, which pads such photos instead of cutting them (raise max_image_tokens if the padded "
                 "photo does not fit)."
             )
-        logger.info("edit_image %s centre-cropped to %s (aspect ratio > %d:1)", _wxh(H, W), _wxh(ch, cw),
+        logger.info("edit_image %s centre-cropped to %s (aspect ratio > %d:1)", wxh((H, W)), wxh((ch, cw)),
                     MAX_ASPECT_RATIO)
     if task in GUIDED_TASKS and guidance is None:
         if task in control.EXTERNAL_TASKS:
@@ -307,10 +293,8 @@ def _prepare(
 
 
 def _reference_too_small(ref_hw: tuple[int, int], size: tuple[int, int], edit_h: int) -> ValueError:
-    return ValueError(
-        f"reference_image ({_wxh(*ref_hw)}) would shrink to {_wxh(*size)} next to an edit area {edit_h} px high; "
-        "raise keep_pixels_rate or pass a less extreme reference."
-    )
+    return ValueError(f"reference_image ({wxh(ref_hw)}) would shrink to {wxh(size)} next to an edit area {edit_h} px "
+                      "high; raise keep_pixels_rate or pass a less extreme reference.")
 
 
 # ==================================================================== budget fitting
@@ -326,10 +310,7 @@ def _fit_official(p: _Prepared, reference_mode: str, rate: float | None, budget:
         tH, tW = official_reference_size(ref_hw, ch, reference_mode, rate)
         if tH < 1 or tW < 1:
             raise _reference_too_small(ref_hw, (tH, tW), ch)
-        ref = resize_bilinear_aa(p.ref, (tH, tW))
-        if tH < ch:  # keep_pixels_pad: centre vertically on gray (0 in the shifted space)
-            top = (ch - tH) // 2
-            ref = pad_constant(ref, 0, top, 0, ch - tH - top, value=0.0)
+        ref = _centred(resize_bilinear_aa(p.ref, (tH, tW)), ch)
         ref_w = tW
 
     H, W = ch, ref_w + cw
@@ -339,18 +320,14 @@ def _fit_official(p: _Prepared, reference_mode: str, rate: float | None, budget:
     slice_w = int((cols < ref_w).sum()) if cols is not None else 0
     if rows is None or cols is None or slice_w >= rW:
         if budget >= (H / TOKEN_PX) * (W / TOKEN_PX):  # scale 1: the sizes themselves are below one token
-            what = f"height x width ({_wxh(ch, cw)})" if p.reference_only else f"edit_image ({_wxh(ch, cw)})"
-            raise ValueError(
-                f"{what} is too small for the official canvas, which floors its sides to multiples of 16 px (one "
-                f"token) and here keeps no row or column of the edit area"
-                + (f" beside the {ref_w} px wide reference_image" if ref_w else "")
-                + ". Use an edit area of at least 16x16 px (ACE++ Canvas pads small images instead)."
-            )
-        raise ValueError(
-            f"the token budget {budget:g} is too small for a {_wxh(H, W)} canvas: it rounds to {_wxh(rH, rW)}"
-            + (" with no column left for the edit image" if rH and rW else "")
-            + ". Raise max_seq_length (or use a smaller reference_image)."
-        )
+            what = f"height x width ({wxh((ch, cw))})" if p.reference_only else f"edit_image ({wxh((ch, cw))})"
+            beside = f" beside the {ref_w} px wide reference_image" if ref_w else ""
+            raise ValueError(f"{what} is too small for the official canvas, which floors its sides to multiples of 16 "
+                             f"px (one token) and here keeps no row or column of the edit area{beside}. Use an edit "
+                             "area of at least 16x16 px (ACE++ Canvas pads small images instead).")
+        left = " with no column left for the edit image" if rH and rW else ""
+        raise ValueError(f"the token budget {budget:g} is too small for a {wxh((H, W))} canvas: it rounds to "
+                         f"{wxh((rH, rW))}{left}. Raise max_seq_length (or use a smaller reference_image).")
 
     # Nearest-exact sampling of cat([ref, edit]) without materialising the full-resolution canvas. Sampling is
     # pure selection, so shifting and blanking after it gives the official values bit for bit.
@@ -383,12 +360,11 @@ def _fit_exact(
     batch = p.edit.shape[0]
     ch, cw = int(p.edit.shape[-2]), int(p.edit.shape[-1])
     ref_hw = (int(p.ref.shape[-2]), int(p.ref.shape[-1])) if p.ref is not None else None
-    if ref_hw is not None and reference_mode == "keep_pixels_pad" and ref_hw[0] >= rate * ch:
-        if int(ch * rate) < 1:
-            raise _reference_too_small(ref_hw, (int(ch * rate), 0), ch)
+    if ref_hw is not None and reference_mode == "keep_pixels_pad" and ref_hw[0] >= rate * ch and int(ch * rate) < 1:
+        raise _reference_too_small(ref_hw, (int(ch * rate), 0), ch)
     plan = plan_exact((ch, cw), ref_hw, reference_mode, rate, budget, None if p.reference_only else MAX_ASPECT_RATIO)
     h, w = plan.edit_h, plan.edit_w
-    h16, w16 = _ceil16(h), _ceil16(w)
+    h16, w16 = ceil16(h), ceil16(w)
 
     edit = p.edit
     if p.reference_only:
@@ -405,7 +381,7 @@ def _fit_exact(
     if (h, w) != (ch, cw) and not p.reference_only:
         mask = (mask > 0.5).to(p.mask.dtype)
         if bool((~mask.flatten(1).any(dim=1)).any()):
-            logger.warning("the edit mask is too thin to survive downscaling to %s: nothing will be edited", _wxh(h, w))
+            logger.warning("the edit mask is too thin to survive downscaling to %s: nothing will be edited", wxh((h, w)))
     if p.repaint:  # blanked before padding: the replicated edge never shows what lies under the mask
         edit = torch.where(mask > 0.5, torch.zeros((), dtype=edit.dtype, device=edit.device), edit)
     # Edge replication to multiples of 16; beyond them (the 4:1 padding of a wider or taller image) the mask is 0.
@@ -413,15 +389,12 @@ def _fit_exact(
     mask = pad_replicate(mask, w16 - w, h16 - h)
     mask = pad_constant(mask, 0, 0, plan.edit_strip_w - w16, plan.canvas_h - h16, value=0.0)
     if plan.canvas_h > h16 or plan.edit_strip_w > w16:
-        logger.info("edit_image area %s padded to %s (aspect ratio > %d:1)", _wxh(h, w),
-                    _wxh(plan.canvas_h, plan.edit_strip_w), MAX_ASPECT_RATIO)
+        logger.info("edit_image area %s padded to %s (aspect ratio > %d:1)", wxh((h, w)),
+                    wxh((plan.canvas_h, plan.edit_strip_w)), MAX_ASPECT_RATIO)
 
     if p.ref is not None:
         rh, rw = max(1, plan.ref_h), max(1, plan.ref_w)
-        ref = resize_bilinear_aa(p.ref, (rh, rw)).clamp(-0.5, 0.5)
-        if rh < h:  # keep_pixels_pad: centre vertically on gray
-            top = (h - rh) // 2
-            ref = pad_constant(ref, 0, top, 0, h - rh - top, value=0.0)
+        ref = _centred(resize_bilinear_aa(p.ref, (rh, rw)).clamp(-0.5, 0.5), h)
         ref = pad_replicate(ref, plan.ref_strip_w - rw, h16 - h)
         ref = pad_constant(ref, 0, 0, 0, plan.canvas_h - h16, value=0.0).expand(batch, -1, -1, -1)
         edit = torch.cat([ref, edit], dim=-1)

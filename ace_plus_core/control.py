@@ -5,8 +5,6 @@ contour and depth need neural annotators: their control image comes from outside
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping
 
 import torch
@@ -54,24 +52,15 @@ def _to_rgb(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype).contiguous()
 
 
-def _check_threshold(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a number >= 0 on the 0-255 gradient scale (default: "
-                         f"{DEFAULT_CANNY_LOW} low / {DEFAULT_CANNY_HIGH} high), got {value!r}")
-    return float(value)
-
-
 def check_canny_thresholds(
     low_threshold: float, high_threshold: float, names: tuple[str, str] = ("canny low_threshold", "high_threshold")
 ) -> tuple[float, float]:
     """Both thresholds valid and ``low <= high``; ``names``: how messages call them (the node's widget names)."""
-    low = _check_threshold(low_threshold, names[0])
-    high = _check_threshold(high_threshold, names[1])
+    what = f"on the 0-255 gradient scale, default {DEFAULT_CANNY_LOW} low / {DEFAULT_CANNY_HIGH} high"
+    low, high = (validate.check_number(v, n, 0, what=what) for v, n in zip((low_threshold, high_threshold), names))
     if low > high:
-        raise ValueError(
-            f"{names[0]} ({low:g}) must not exceed {names[1]} ({high:g}); swap them (official "
-            f"{DEFAULT_CANNY_LOW} / {DEFAULT_CANNY_HIGH})."
-        )
+        raise ValueError(f"{names[0]} ({low:g}) must not exceed {names[1]} ({high:g}); swap them (official "
+                         f"{DEFAULT_CANNY_LOW} / {DEFAULT_CANNY_HIGH}).")
     return low, high
 
 
@@ -93,11 +82,8 @@ def mosaic_repainting(image: torch.Tensor, ratio: int = DEFAULT_MOSAIC_RATIO) ->
     Pixel ``(y, x)`` belongs to cell ``(y * nh // H, x * nw // W)`` (the official nearest-neighbour upscale's
     grid).
     """
-    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Integral) or ratio < 1:
-        raise ValueError(
-            f"mosaic ratio must be an integer >= 1 (the downscale factor: cells are about ratio px wide; official "
-            f"default {DEFAULT_MOSAIC_RATIO}), got {ratio!r}"
-        )
+    validate.check_number(ratio, "mosaic ratio", 1, integer=True,
+                          what=f"the downscale factor: cells about ratio px wide; official {DEFAULT_MOSAIC_RATIO}")
     x, dtype = _image(image)
     _, H, W, _ = x.shape
     nh, nw = max(1, H // int(ratio)), max(1, W // int(ratio))

@@ -91,12 +91,3 @@ def upscale_size(
         return None
     return max(1, round(box_hw[0] * factor)), max(1, round(box_hw[1] * factor))
 
-
-def build_canvas_around_mask(layout, task, reference_mode, reference_image, edit_image, edit_mask, max_image_tokens,
-                             keep_pixels_rate=None, *, context: ContextSpec | None = None, **options):
-    """:func:`.canvas.build_canvas` (exact fit) cropped around each item's mask (``context`` default
-    :class:`ContextSpec`); the geometry is in source pixels."""
-    from .canvas import build_canvas  # the canvas plans the crop with this module
-
-    return build_canvas(layout, task, reference_mode, reference_image, edit_image, edit_mask, max_image_tokens,
-                        keep_pixels_rate, context=context or ContextSpec(), **options)

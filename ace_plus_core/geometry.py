@@ -149,7 +149,7 @@ def official_canvas_size(height: int, width: int, budget: float) -> tuple[int, i
     return int(height * scale) // d * d, int(width * scale) // d * d
 
 
-def _ceil16(n: int) -> int:
+def ceil16(n: int) -> int:
     return -(-n // TOKEN_PX) * TOKEN_PX
 
 
@@ -196,13 +196,13 @@ def _exact_sizes(
             tH = int(ch * keep_pixels_rate) if Hr >= keep_pixels_rate * ch else Hr
             rh = min(h, max(1, _round_div(tH * h, ch)))
         rw = max(1, _round_div(Wr * rh, Hr))
-    strip_h, strip_w = _ceil16(h), _ceil16(w)
+    strip_h, strip_w = ceil16(h), ceil16(w)
     if max_aspect and (cw > max_aspect * ch or ch > max_aspect * cw):
         # Pad the short side (bottom or right) so that the edit strip is within max_aspect:1.
-        strip_h = max(strip_h, _ceil16(-(-strip_w // max_aspect)))
-        strip_w = max(strip_w, _ceil16(-(-strip_h // max_aspect)))
+        strip_h = max(strip_h, ceil16(-(-strip_w // max_aspect)))
+        strip_w = max(strip_w, ceil16(-(-strip_h // max_aspect)))
     return ExactPlan(edit_h=h, edit_w=w, ref_h=rh, ref_w=rw, canvas_h=strip_h,
-                     ref_strip_w=_ceil16(rw) if ref_hw is not None else 0, edit_strip_w=strip_w)
+                     ref_strip_w=ceil16(rw) if ref_hw is not None else 0, edit_strip_w=strip_w)
 
 
 def plan_exact(

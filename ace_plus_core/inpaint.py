@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from . import validate
-from .masks import ASPECT_TOLERANCE, aspect_matches
+from .masks import check_aspect
 
 LATENT_FACTOR = 8
 
@@ -26,17 +26,12 @@ def prepare_pixels_and_mask(
     mask = validate.check_mask(mask, mask_name, soft=True).to(pixels.device, torch.float32)
     batch = pixels.shape[0]
     if mask.shape[0] not in (1, batch):
-        raise ValueError(
-            f"{mask_name} has a batch of {mask.shape[0]} but {pixels_name} has {batch}; "
-            "give one mask for all images or one per image."
-        )
+        raise ValueError(f"{mask_name} has a batch of {mask.shape[0]} but {pixels_name} has {batch}; "
+                         "give one mask for all images or one per image.")
     height, width = pixels.shape[1], pixels.shape[2]
     if mask.shape[-2:] != (height, width):
-        if not aspect_matches((mask.shape[-2], mask.shape[-1]), (height, width)):
-            raise ValueError(
-                f"{mask_name} is {mask.shape[-1]}x{mask.shape[-2]} but {pixels_name} is {width}x{height}; their aspect "
-                f"ratios differ by more than {ASPECT_TOLERANCE:.0%}. Connect the mask made with this canvas."
-            )
+        check_aspect(tuple(mask.shape[-2:]), (height, width), mask_name, pixels_name,
+                     "Connect the mask made with this canvas.")
         mask = F.interpolate(mask.unsqueeze(1), size=(height, width), mode="bilinear").squeeze(1)
     mask = mask.expand(batch, -1, -1).unsqueeze(1)
     # Centred crop to multiples of 8 (ComfyUI's inpaint rule).

@@ -42,3 +42,5 @@ FEATHER_PX = Range(0, 1024, 1, 16)
 # multiple of 16 and still admits the official 1436 saved in old workflows).
 PROCESSOR_SIDE = Range(256, 1440, 16, 1024)
 MAX_SEQ_LENGTH = Range(1024, 5120, 16, 3072)
+# ACE++ LoRA Loader
+LORA_STRENGTH = Range(-100.0, 100.0, 0.01, 1.0)

@@ -20,15 +20,16 @@ logger = logging.getLogger(__name__)
 ASPECT_TOLERANCE = 0.01
 
 
-def _wxh(hw: tuple[int, int]) -> str:
+def wxh(hw: tuple[int, int]) -> str:
+    """(h, w) as ComfyUI shows sizes: width x height."""
     return f"{hw[1]}x{hw[0]}"
 
 
-def aspect_matches(src_hw: tuple[int, int], dst_hw: tuple[int, int], tolerance: float = ASPECT_TOLERANCE) -> bool:
-    """Whether two (height, width) sizes have the same aspect ratio within ``tolerance`` (relative)."""
-    src = src_hw[1] / src_hw[0]
-    dst = dst_hw[1] / dst_hw[0]
-    return abs(src / dst - 1.0) <= tolerance
+def check_aspect(src_hw: tuple[int, int], dst_hw: tuple[int, int], name: str, image_name: str, fix: str) -> None:
+    """A ``ValueError`` naming both inputs (and ``fix``) unless the (h, w) sizes' aspect ratios agree within 1 %."""
+    if abs((src_hw[1] / src_hw[0]) / (dst_hw[1] / dst_hw[0]) - 1.0) > ASPECT_TOLERANCE:
+        raise ValueError(f"{name} is {wxh(src_hw)} but {image_name} is {wxh(dst_hw)}; their aspect ratios differ by "
+                         f"more than {ASPECT_TOLERANCE:.0%}. {fix}")
 
 
 def broadcast_batch(tensor: torch.Tensor, batch: int, name: str, batch_owner: str) -> torch.Tensor:
@@ -62,25 +63,21 @@ def normalize_mask(
     if not bool(marked.any()):
         if (mh, mw) != (ih, iw):
             logger.debug(
-                "%s is an empty %s mask: treated as no mask (edit all of %s)", name, _wxh((mh, mw)), image_name
+                "%s is an empty %s mask: treated as no mask (edit all of %s)", name, wxh((mh, mw)), image_name
             )
         return torch.ones((batch, ih, iw), dtype=dtype, device=binary.device)
 
     if (mh, mw) != (ih, iw):
-        if not aspect_matches((mh, mw), (ih, iw)):
-            raise ValueError(
-                f"{name} is {_wxh((mh, mw))} but {image_name} is {_wxh((ih, iw))}; their aspect ratios differ by more "
-                f"than {ASPECT_TOLERANCE:.0%}, so the mask cannot be matched to the image. Pass the mask made for "
-                f"this image (e.g. from the same LoadImage node) or resize it to {_wxh((ih, iw))}."
-            )
-        logger.info("%s is %s, rescaled (nearest) to %s's %s", name, _wxh((mh, mw)), image_name, _wxh((ih, iw)))
+        check_aspect((mh, mw), (ih, iw), name, image_name, "Pass the mask made for this image (e.g. from the same "
+                     f"LoadImage node) or resize it to {wxh((ih, iw))}.")
+        logger.info("%s is %s, rescaled (nearest) to %s's %s", name, wxh((mh, mw)), image_name, wxh((ih, iw)))
         binary = resize_nearest_exact(binary, (ih, iw))
         vanished = marked & ~binary.flatten(1).any(dim=1)
         if bool(vanished.any()):
             item = int(vanished.nonzero()[0, 0])
             raise ValueError(
                 f"{name} item {item} marks so few pixels that none is left after rescaling it from "
-                f"{_wxh((mh, mw))} to {image_name}'s {_wxh((ih, iw))}; pass a mask of size {_wxh((ih, iw))}."
+                f"{wxh((mh, mw))} to {image_name}'s {wxh((ih, iw))}; pass a mask of size {wxh((ih, iw))}."
             )
 
     # Empty items mean "edit everything" for that item.
@@ -88,20 +85,13 @@ def normalize_mask(
     return binary.to(dtype)
 
 
-def match_guidance(
-    guidance: torch.Tensor, image_hw: tuple[int, int], name: str = "guidance", image_name: str = "edit_image"
-) -> torch.Tensor:
-    """Bring a guidance image ``[B, C, H', W']`` to ``image_hw`` (antialiased bilinear) if the aspect ratio matches.
-
-    The official annotator path resizes its output to the edit image's size the same way.
-    """
+def match_guidance(guidance: torch.Tensor, image_hw: tuple[int, int], name: str = "control_image",
+                   image_name: str = "edit_image") -> torch.Tensor:
+    """A guidance image ``[B, C, H', W']`` brought to ``image_hw`` (antialiased bilinear, as the official annotator
+    path does) when the aspect ratio matches."""
     gh, gw = int(guidance.shape[-2]), int(guidance.shape[-1])
     ih, iw = int(image_hw[0]), int(image_hw[1])
     if (gh, gw) == (ih, iw):
         return guidance
-    if not aspect_matches((gh, gw), (ih, iw)):
-        raise ValueError(
-            f"{name} is {_wxh((gh, gw))} but {image_name} is {_wxh((ih, iw))}; their aspect ratios differ by more "
-            f"than {ASPECT_TOLERANCE:.0%}. Pass a {name} of size {_wxh((ih, iw))}."
-        )
+    check_aspect((gh, gw), (ih, iw), name, image_name, f"Pass a {name} of size {wxh((ih, iw))}.")
     return resize_bilinear_aa(guidance, (ih, iw))

@@ -1,10 +1,6 @@
-"""Inspecting model files without loading them: safetensors headers, Flux layouts, LoRA adapters.
-
-:func:`read_header` reads a header through ``safetensors.safe_open`` (no tensor data) and turns a refusal into a
-message saying what is wrong and what to do. :func:`classify_diffusion_model` tells the Flux layouts apart by the
-width of ``img_in`` (64 FLUX.1-dev, 384 FLUX.1-Fill, 448 ACE++ FFT); :func:`inspect_lora` tells which width a
-LoRA's ``img_in`` adapter expects and its key format. Never imports ComfyUI.
-"""
+"""Model files inspected without loading them: safetensors headers (``safe_open``, no tensor data; a refusal
+becomes a message saying what is wrong and what to do), the Flux layout by the width of ``img_in`` (64 FLUX.1-dev,
+384 FLUX.1-Fill, 448 ACE++ FFT), and which width a LoRA's ``img_in`` adapter expects."""
 
 from __future__ import annotations
 
@@ -179,35 +175,27 @@ def _refusal(p: Path, input_name: str, error: Exception) -> str:
 # --- Diffusion models ---------------------------------------------------------------------------------------
 
 
+# (what a state dict looks like, groups of key fragments: it matches when every fragment of one group is in some key)
+_ARCHITECTURES = (
+    ("a LoRA (load it with a LoRA loader)", [["lora_unet_"], ["lora_te"], ["lora_transformer_"], [".lora_A."],
+                                             [".lora_down."]]),
+    ("an SDXL UNet", [["input_blocks.", "middle_block.", "label_emb.0.0.weight"]]),
+    ("a Stable Diffusion 1.x/2.x UNet", [["input_blocks.", "middle_block."]]),
+    ("an SD3 MMDiT", [["joint_blocks."]]),
+    ("a FLUX.2 transformer", [["double_stream_modulation"]]),
+    ("a VAE", [["encoder.down.", "decoder.up."], ["taesd_encoder."], ["decoder.conv_in."]]),
+    ("a text encoder (CLIP/T5)", [["text_model.encoder.layers."], ["encoder.block.", "shared.weight"]]),
+    ("a diffusion transformer of another family", [["transformer_blocks."]]),
+    ("an fp8-scaled model of an unknown family", [["scaled_fp8"]]),
+)
+
+
 def guess_architecture(keys: Iterable[str]) -> str | None:
     """A short human name for what a non-Flux state dict looks like (best effort), or None."""
     keys = list(keys)
-
-    def has(fragment: str) -> bool:
-        return any(fragment in k for k in keys)
-
-    if (
-        any(k.startswith(("lora_unet_", "lora_te", "lora_transformer_")) for k in keys)
-        or has(".lora_A.")
-        or has(".lora_down.")
-    ):
-        return "a LoRA (load it with a LoRA loader)"
-    if has("input_blocks.") and has("middle_block."):
-        if any(k.endswith("label_emb.0.0.weight") for k in keys):
-            return "an SDXL UNet"
-        return "a Stable Diffusion 1.x/2.x UNet"
-    if has("joint_blocks."):
-        return "an SD3 MMDiT"
-    if has("double_stream_modulation"):
-        return "a FLUX.2 transformer"
-    if (has("encoder.down.") and has("decoder.up.")) or has("taesd_encoder.") or has("decoder.conv_in."):
-        return "a VAE"
-    if has("text_model.encoder.layers.") or (has("encoder.block.") and has("shared.weight")):
-        return "a text encoder (CLIP/T5)"
-    if has("transformer_blocks."):
-        return "a diffusion transformer of another family"
-    if "scaled_fp8" in keys:
-        return "an fp8-scaled model of an unknown family"
+    for name, groups in _ARCHITECTURES:
+        if any(all(any(f in k for k in keys) for f in group) for group in groups):
+            return name
     return None
 
 
@@ -238,14 +226,10 @@ def classify_diffusion_model(header: SafetensorsHeader) -> DiffusionModelInfo:
     return DiffusionModelInfo(
         name=header.name,
         img_in_features=features,
-        layout=layout_for_features(features),
+        layout=LAYOUT_BY_FEATURES.get(features),
         dtype_counts=header.dtype_counts(),
         looks_like=None if key is not None else guess_architecture(header.tensors),
     )
-
-
-def layout_for_features(features: int | None) -> str | None:
-    return LAYOUT_BY_FEATURES.get(features)
 
 
 # --- LoRAs --------------------------------------------------------------------------------------------------
@@ -326,8 +310,6 @@ def check_canvas_fits_model(wanted: str, canvas_layouts: Iterable[str]) -> str:
     if got != {wanted}:
         shown = "/".join(sorted(got))
         other = "ACE++ FFT model" if shown == "fft" else "FLUX.1-Fill model with an ACE++ LoRA"
-        raise ValueError(
-            f"model is {LAYOUT_NAMES[wanted]} but the connected canvas was built with layout '{shown}'; "
-            f"set ACE++ Canvas layout to '{wanted}', or connect the {other} instead."
-        )
+        raise ValueError(f"model is {LAYOUT_NAMES[wanted]} but the connected canvas was built with layout '{shown}'; "
+                         f"set ACE++ Canvas layout to '{wanted}', or connect the {other} instead.")
     return wanted

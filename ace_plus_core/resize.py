@@ -1,9 +1,6 @@
-"""Resampling, cropping and padding in pure torch, reproducing torchvision's tensor transforms bit for bit.
-
-:func:`resize_nearest_exact` == ``T.Resize(NEAREST_EXACT)``, :func:`resize_bilinear_aa` == ``T.Resize(BILINEAR,
-antialias=True)``, :func:`center_crop_box` == ``T.CenterCrop``'s offsets, :func:`pad_constant` == ``T.Pad``. Both
-resizes return the input unchanged when the size matches. Tensors are ``[..., H, W]``, on their own device.
-"""
+"""Resampling, cropping and padding of ``[..., H, W]`` tensors in pure torch, reproducing torchvision's tensor
+transforms bit for bit (``Resize`` nearest-exact and antialiased bilinear, ``CenterCrop``, ``Pad``); both resizes
+return the input unchanged when the size matches."""
 
 from __future__ import annotations
 
@@ -29,11 +26,8 @@ def _as_4d(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
 
 
 def nearest_exact_indices(in_size: int, out_size: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Source index that nearest-exact resampling reads for each output position, on ``device``.
-
-    An index ramp pushed through ``F.interpolate(mode="nearest-exact")``: torch's float32 scale differs from exact
-    integer arithmetic for a few size pairs (576 -> 464), and these are the indices torch really samples.
-    """
+    """Source index nearest-exact resampling reads per output position: an index ramp through ``F.interpolate``
+    (torch's float32 scale differs from exact integer arithmetic for a few size pairs, e.g. 576 -> 464)."""
     if in_size < 1 or out_size < 1:
         raise ValueError(f"nearest-exact indices need positive sizes, got {in_size} -> {out_size}")
     if in_size > 1 << 24:
@@ -55,10 +49,8 @@ def resize_nearest_exact(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 
 
 def resize_bilinear_aa(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize ``[..., H, W]`` to ``size`` = (h, w) like ``T.Resize(size, BILINEAR, antialias=True)``.
-
-    Float tensors only (float32/float64 are computed as is; other float dtypes go through float32).
-    """
+    """Resize float ``[..., H, W]`` to ``size`` = (h, w) like ``T.Resize(size, BILINEAR, antialias=True)`` (float16
+    and bfloat16 through float32)."""
     h, w = _check_size(size)
     if not x.is_floating_point():
         raise ValueError(f"bilinear resizing needs a float tensor, got {x.dtype}")
@@ -73,11 +65,8 @@ def resize_bilinear_aa(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def center_crop_box(height: int, width: int, crop_h: int, crop_w: int) -> tuple[int, int]:
-    """(top, left) of a centred ``crop_h`` x ``crop_w`` box in a ``height`` x ``width`` image, torchvision's rule.
-
-    ``T.CenterCrop`` uses ``int(round((H - h) / 2.0))``: Python's ``round`` rounds halves to even, so a 3 px surplus
-    puts 2 px before the box and 1 px after it, a 5 px surplus 2 before and 3 after.
-    """
+    """(top, left) of a centred ``crop_h`` x ``crop_w`` box, ``T.CenterCrop``'s ``int(round((H - h) / 2.0))``
+    (halves to even: a 3 px surplus puts 2 px before the box, a 5 px one 2 before and 3 after)."""
     if not (0 < crop_h <= height and 0 < crop_w <= width):
         raise ValueError(f"a {crop_w}x{crop_h} centre crop does not fit in a {width}x{height} image")
     return int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))

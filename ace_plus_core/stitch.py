@@ -17,11 +17,6 @@ from .masks import normalize_mask
 BAND_ROWS = 512
 
 
-def _check_px(value, name: str) -> int:
-    """grow_mask_px / feather_px in the widget's range (values through links are not range-checked by ComfyUI)."""
-    return int({"grow_mask_px": limits.GROW_MASK_PX, "feather_px": limits.FEATHER_PX}[name].check(value, name))
-
-
 def _window(n: int, r: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Ends [lo, hi) of the windows [i - r, i + r] clipped to [0, n), for every i."""
     i = torch.arange(n, device=device)
@@ -134,8 +129,8 @@ def stitch(
     Error messages call the inputs by the ACE++ Stitch node's names: ``image`` (``decoded``), ``geometry``,
     ``original_image``, ``mask``, ``grow_mask_px``, ``feather_px``, ``color_match``.
     """
-    grow_px = _check_px(grow_px, "grow_mask_px")
-    feather_px = _check_px(feather_px, "feather_px")
+    grow_px = limits.GROW_MASK_PX.check(grow_px, "grow_mask_px")  # values through links are not range-checked
+    feather_px = limits.FEATHER_PX.check(feather_px, "feather_px")
     if not isinstance(color_match, bool):
         raise ValueError(f"color_match must be True or False, got {color_match!r}")
     decoded, geometry = _check_decoded(decoded, geometry)

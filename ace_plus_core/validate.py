@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -46,10 +46,8 @@ def check_image(image: Any, name: str, *, optional: bool = False) -> torch.Tenso
     if image.ndim == 3:
         image = image.unsqueeze(0)
     if image.ndim != 4 or image.shape[-1] not in IMAGE_CHANNELS:
-        raise ValueError(
-            f"{name} must be an IMAGE shaped [B, H, W, C] with C = 1, 3 or 4 channels, got shape "
-            f"{tuple(image.shape)}. Connect an IMAGE output (a MASK or LATENT does not fit here)."
-        )
+        raise ValueError(f"{name} must be an IMAGE shaped [B, H, W, C] with C = 1, 3 or 4 channels, got shape "
+                         f"{tuple(image.shape)}. Connect an IMAGE output (a MASK or LATENT does not fit here).")
     if image.shape[0] < 1:
         raise ValueError(f"{name} is an empty batch (0 images); connect a node that outputs at least one image.")
     if image.shape[1] < 1 or image.shape[2] < 1:
@@ -127,7 +125,7 @@ def check_number(
     kind = "an integer" if integer else "a number"
     lo_b = "(" if low_open else "["
     bounds = f" in {lo_b}{lo:g}, {hi:g}]" if lo is not None and hi is not None else (
-        f" >= {lo:g}" if lo is not None else f" <= {hi:g}" if hi is not None else ""
+        f" {'>' if low_open else '>='} {lo:g}" if lo is not None else f" <= {hi:g}" if hi is not None else ""
     )
     desc = f" ({what})" if what else ""
     ok_type = numbers.Integral if integer else numbers.Real
@@ -145,12 +143,6 @@ def check_number(
 def check_side(value: Any, name: str) -> int:
     """A generated area's side in pixels: an integer in [1, MAX_SIDE]."""
     return int(check_number(value, name, 1, MAX_SIDE, integer=True, what="pixels"))
-
-
-def check_choice(value: Any, name: str, options: Sequence[Any]) -> Any:
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}.")
-    return value
 
 
 def message_of(check: Callable[..., Any], *args: Any, **kwargs: Any) -> bool | str:

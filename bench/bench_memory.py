@@ -10,7 +10,7 @@ Cases (repainting, a 3072x2560 px rectangular mask off the centre, 4096-token bu
 
 * ``canvas official`` / ``canvas exact``: :func:`ace_plus_core.canvas.build_canvas` with each fit (the whole
   photo is the edit area);
-* ``canvas around_mask``: :func:`ace_plus_core.crop.build_canvas_around_mask` (the canvas node's default);
+* ``canvas around_mask``: :func:`ace_plus_core.canvas.build_canvas` with a ``ContextSpec`` (the canvas node's default);
 * ``stitch <fit>``: :func:`ace_plus_core.stitch.stitch` of a decoded canvas of that case's size back into the
   8192x8192 photo (its own subprocess, fed the geometry the canvas case wrote as JSON), the output included.
 
@@ -66,7 +66,7 @@ def child(args) -> None:
 
     sys.path.insert(0, str(REPO))
     from ace_plus_core.canvas import build_canvas
-    from ace_plus_core.crop import build_canvas_around_mask
+    from ace_plus_core.crop import ContextSpec
     from ace_plus_core.geometry import CanvasGeometry
     from ace_plus_core.stitch import stitch
 
@@ -76,7 +76,7 @@ def child(args) -> None:
     t0 = time.perf_counter()
     if stage == "canvas":
         if fit == "around_mask":
-            r = build_canvas_around_mask("lora", "repainting", "resize_to_height", ref, edit, mask, args.tokens)
+            r = build_canvas("lora", "repainting", "resize_to_height", ref, edit, mask, args.tokens, context=ContextSpec())
         else:
             r = build_canvas("lora", "repainting", "resize_to_height", ref, edit, mask, args.tokens, fit=fit)
         out_bytes = sum(t.numel() * t.element_size() for t in (r.image, r.mask))

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ace_plus_core.canvas import build_canvas, official_processor  # noqa: E402
-from ace_plus_core.crop import ContextSpec, build_canvas_around_mask  # noqa: E402
+from ace_plus_core.crop import ContextSpec  # noqa: E402
 
 SCENARIOS = [
     # name, edit (w, h), mask box (left, top, w, h), reference (w, h)
@@ -58,8 +58,7 @@ def account():
         lora = official_processor("lora", ref, image, mask, True, "repainting", max_seq_length=BUDGET)
         fft = official_processor("fft", ref, image, mask, True, "repainting", max_seq_length=BUDGET,
                                  keep_pixels_rate=0.8)
-        ours = build_canvas_around_mask("lora", "repainting", "resize_to_height", ref, image, mask, BUDGET,
-                                        context=ContextSpec())
+        ours = build_canvas("lora", "repainting", "resize_to_height", ref, image, mask, BUDGET, context=ContextSpec())
         whole = build_canvas("lora", "repainting", "resize_to_height", ref, image, mask, BUDGET)
         out = []
         for label, r in (("official LoRA (2 x 3072)", lora), ("official FFT (3072)", fft)):

@@ -6,7 +6,7 @@ from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import canvas as core
 from ..ace_plus_core import control, limits, stitch, validate
-from ..ace_plus_core.crop import ContextSpec, build_canvas_around_mask
+from ..ace_plus_core.crop import ContextSpec
 from .common import CANVAS_TASK_TOOLTIP, CATEGORY, Geometry, check_widgets
 
 REFERENCE_MODES = ("auto", "resize_to_height", "keep_pixels_pad")
@@ -122,16 +122,13 @@ class ACEPlusCanvas(io.ComfyNode):
         cls._check_canny(canny_low_threshold, canny_high_threshold)
         mode = _AUTO_REFERENCE_MODE[layout] if reference_mode == "auto" else reference_mode
         options = dict(low_threshold=canny_low_threshold, high_threshold=canny_high_threshold, ratio=mosaic_ratio)
+        context = None
         if crop_to_mask and edit_image is not None:
             context = ContextSpec(margin_rel=context_margin, margin_px=context_pixels, min_size=min_crop_size,
                                   upscale=upscale_crop)
-            r = build_canvas_around_mask(layout, task, mode, reference_image, edit_image, edit_mask,
-                                         max_image_tokens, keep_pixels_rate, context=context, control_image=control_image,
-                                         control_options=options)
-        else:
-            r = core.build_canvas(layout, task, mode, reference_image, edit_image, edit_mask, max_image_tokens,
-                                  keep_pixels_rate, height, width, control_image=control_image, fit="exact",
-                                  control_options=options)
+        r = core.build_canvas(layout, task, mode, reference_image, edit_image, edit_mask, max_image_tokens,
+                              keep_pixels_rate, height, width, control_image=control_image, control_options=options,
+                              context=context)
         uc = r.uc_image if r.uc_image is not None else r.image
         c = r.c_image if r.c_image is not None else r.image
         return io.NodeOutput(r.image, uc, c, r.mask, r.geometry)

@@ -33,6 +33,7 @@ def check_widgets(node_cls: type[io.ComfyNode], **values) -> None:
     for name, value in values.items():
         spec = specs[name]
         if isinstance(spec, io.Combo.Input):
-            validate.check_choice(value, name, spec.options)
+            if not isinstance(value, str) or value not in spec.options:
+                raise ValueError(f"{name} must be one of {tuple(spec.options)}, got {value!r}.")
         else:
             validate.check_number(value, name, spec.min, spec.max, integer=isinstance(spec, io.Int.Input))

@@ -20,7 +20,7 @@ import comfy.utils
 import torch
 
 from ..ace_plus_core import model_files as mf
-from ..ace_plus_core import validate
+from ..ace_plus_core import limits
 from . import compat
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 LAYOUT_OPTION = "ace_plus_layout"  # model_options key: the canvas layout the model takes ("lora" or "fft")
 WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 FILL_INFERENCE_DTYPES = (torch.bfloat16, torch.float32)
-STRENGTH_RANGE = (-100.0, 100.0)
 _FP8_BY_HEADER_NAME = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 # (up, down) tensor names of one LoRA module in the key layouts ComfyUI's LoRA adapter reads.
 _UP_DOWN = ((".lora_up.weight", ".lora_down.weight"), ("_lora.up.weight", "_lora.down.weight"),
@@ -78,13 +77,13 @@ def describe_model(patcher) -> str:
     features = img_in_features(patcher)
     if features is None:
         return f"not a Flux model ({type(getattr(patcher, 'model', None)).__name__})"
-    layout = mf.layout_for_features(features)
+    layout = mf.LAYOUT_BY_FEATURES.get(features)
     return mf.LAYOUT_NAMES[layout] if layout else f"a Flux model whose img_in takes {features} features"
 
 
 def model_layout(patcher, input_name: str = "model") -> str:
     """ "lora" (FLUX.1-Fill) or "fft" for a usable ACE++ base; ValueError naming ``input_name`` and the fix otherwise."""
-    layout = mf.layout_for_features(img_in_features(patcher))
+    layout = mf.LAYOUT_BY_FEATURES.get(img_in_features(patcher))
     if layout in (mf.LAYOUT_FILL, mf.LAYOUT_FFT):
         return layout
     if layout == mf.LAYOUT_DEV:
@@ -190,7 +189,7 @@ def apply_lora(patcher, lora_path: str, strength: float, input_name: str = "lora
     patches nothing or does not fit (e.g. a 448-wide img_in adapter on a Fill model), before the clone is made."""
     name = lora_path.replace("\\", "/").rsplit("/", 1)[-1]
     mf.check_safetensors_name(lora_path, input_name)
-    strength = float(validate.check_number(strength, "strength_model", *STRENGTH_RANGE))
+    strength = limits.LORA_STRENGTH.check(strength, "strength_model")
     header = mf.read_header(lora_path, input_name)
     info = mf.inspect_lora(header)
     if not mf.has_adapter_keys(header):  # e.g. a full model picked by mistake: refuse before loading gigabytes
@@ -208,16 +207,14 @@ def apply_lora(patcher, lora_path: str, strength: float, input_name: str = "lora
         raise ValueError(
             f"{input_name}: {name} does not fit the model: its img_in adapter is {info.img_in_features} wide but the "
             f"model is {model_desc}; "
-            f"{hint.get(mf.layout_for_features(info.img_in_features), 'use a LoRA trained for this model')}."
+            f"{hint.get(mf.LAYOUT_BY_FEATURES.get(info.img_in_features), 'use a LoRA trained for this model')}."
         )
 
     lora = comfy.utils.load_torch_file(lora_path, safe_load=True)
     broken = [k for k, t in lora.items() if t.is_floating_point() and not _all_finite(t)]
     if broken:
-        raise ValueError(
-            f"{input_name}: {name} is corrupt: {len(broken)} tensor(s) hold NaN or infinite values (e.g. "
-            f"{broken[0]!r}), which would turn every image to noise; download or copy the LoRA again."
-        )
+        raise ValueError(f"{input_name}: {name} is corrupt: {len(broken)} tensor(s) hold NaN or infinite values (e.g. "
+                         f"{broken[0]!r}), which would turn every image to noise; download or copy the LoRA again.")
     lora = comfy.lora_convert.convert_lora(lora)
     key_map = comfy.lora.model_lora_keys_unet(patcher.model, {})
     loaded = comfy.lora.load_lora(lora, key_map)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.v0_0_2 import io
 
+from ..ace_plus_core import limits
 from ..ace_plus_core import model_files as mf
 from . import flux_models as fm
 from .common import CATEGORY
@@ -92,8 +93,7 @@ class ACEPlusLoraLoader(io.ComfyNode):
                 io.Model.Input("model", tooltip="The model to patch (FLUX.1-Fill for the ACE++ LoRAs)."),
                 io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
                                tooltip="The LoRA file in models/loras, e.g. comfyui_portrait_lora64.safetensors."),
-                io.Float.Input("strength_model", default=1.0, min=fm.STRENGTH_RANGE[0], max=fm.STRENGTH_RANGE[1],
-                               step=0.01, tooltip="How strongly the LoRA changes the model (1.0 as trained; 0 returns "
+                io.Float.Input("strength_model", **limits.LORA_STRENGTH.widget(), tooltip="How strongly the LoRA changes the model (1.0 as trained; 0 returns "
                                "the model unchanged)."),
             ],
             outputs=[io.Model.Output(display_name="MODEL", tooltip="A copy of the model with the LoRA applied.")],

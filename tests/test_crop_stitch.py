@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ace_plus_core.canvas import build_canvas
-from ace_plus_core.crop import ContextSpec, build_canvas_around_mask, mask_crop_boxes
+from ace_plus_core.crop import ContextSpec, mask_crop_boxes
+from canvas_helpers import build_canvas_around_mask
 from ace_plus_core.geometry import canvas_to_crop
 from ace_plus_core.stitch import blend_weight, stitch
 

@@ -48,7 +48,8 @@ from test_fuzz_harness import (
 from ace_plus_core import control
 from ace_plus_core import model_files as mf
 from ace_plus_core.canvas import ALL_TASKS, build_canvas, official_processor
-from ace_plus_core.crop import ContextSpec, build_canvas_around_mask
+from ace_plus_core.crop import ContextSpec
+from canvas_helpers import build_canvas_around_mask
 from ace_plus_core.geometry import FITS, LAYOUTS, REFERENCE_MODES, canvas_to_crop
 from ace_plus_core.masks import normalize_mask
 from ace_plus_core.stitch import cut_back, stitch

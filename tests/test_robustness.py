@@ -35,7 +35,7 @@ from graphs import Graph, clip_l_text, sampler
 from ace_plus_core import model_files as mf
 from ace_plus_core import validate
 from ace_plus_core.canvas import build_canvas, official_processor
-from ace_plus_core.crop import build_canvas_around_mask
+from canvas_helpers import build_canvas_around_mask
 from ace_plus_core.stitch import stitch
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,8 @@ from scipy import ndimage
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ace_plus_core.canvas import build_canvas
-from ace_plus_core.crop import ContextSpec, build_canvas_around_mask
+from ace_plus_core.crop import ContextSpec
+from canvas_helpers import build_canvas_around_mask
 from ace_plus_core.stitch import blend_weight, stitch
 
 CAST = np.array([0.15, 0.0, -0.1])

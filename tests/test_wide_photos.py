@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ace_plus_core.canvas import build_canvas, official_processor
-from ace_plus_core.crop import build_canvas_around_mask
+from canvas_helpers import build_canvas_around_mask
 from ace_plus_core.stitch import stitch
 
 LONG, SHORT, BUDGET = 4000, 500, 4096
