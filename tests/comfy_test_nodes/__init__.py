@@ -38,9 +38,10 @@ class ACEPlusTestOnlyT5StandIn:
 
 
 class ACEPlusTestOnlyProbe:
-    """TEST ONLY: an output node that records the IMAGE/MASK/LATENT it receives, for assertions in the test."""
+    """TEST ONLY: an output node that records the IMAGE/MASK/LATENT (or INT) it receives, for assertions in the
+    test."""
 
-    DESCRIPTION = "TEST ONLY: records its input tensor (by label) for the test that runs the graph."
+    DESCRIPTION = "TEST ONLY: records its input tensor or INT (by label) for the test that runs the graph."
     CATEGORY = "testing"
     RETURN_TYPES = ()
     FUNCTION = "probe"
@@ -51,14 +52,18 @@ class ACEPlusTestOnlyProbe:
     def INPUT_TYPES(cls):
         return {
             "required": {"label": ("STRING", {"default": "probe"})},
-            "optional": {"image": ("IMAGE",), "mask": ("MASK",), "latent": ("LATENT",)},
+            "optional": {"image": ("IMAGE",), "mask": ("MASK",), "latent": ("LATENT",),
+                         "value": ("INT", {"forceInput": True})},
         }
 
     @classmethod
     def IS_CHANGED(cls, **kwargs):
         return float("nan")  # always run: the test reads what this run produced
 
-    def probe(self, label, image=None, mask=None, latent=None):
+    def probe(self, label, image=None, mask=None, latent=None, value=None):
+        if value is not None:
+            self.RECORDED[label] = value
+            return {"ui": {"probe": [{"value": value}]}}
         tensor = image if image is not None else mask if mask is not None else latent["samples"]
         t = tensor.detach().float().cpu().clone()
         self.RECORDED[label] = t
