@@ -13,13 +13,14 @@ from typing import Any
 
 import torch
 
-from . import control, validate
+from . import control, limits, validate
 from .crop import ContextSpec, mask_crop_boxes, upscale_size
 from .geometry import (
     FITS, LAYOUTS, MAX_ASPECT_RATIO, REFERENCE_MODES, TOKEN_PX, CanvasGeometry, official_canvas_size,
     ceil16, official_reference_size, plan_exact,
 )
-from .masks import broadcast_batch, match_guidance, normalize_mask, wxh
+from .masks import broadcast_batch, match_guidance, normalize_mask, outpaint_mask, wxh
+from .stitch import blend_weight
 from .resize import (
     center_crop_box, nearest_exact_indices, pad_constant, pad_replicate, resize_bilinear_aa, resize_nearest_exact,
 )
@@ -66,11 +67,16 @@ class _Prepared:
 
     edit: torch.Tensor  # [B, 3, h, w] in [0, 1]
     mask: torch.Tensor  # [B, 1, h, w] in {0, 1}
-    ref: torch.Tensor | None  # [B or 1, 3, Hr, Wr], shifted by -0.5
-    source_hw: tuple[int, int]
+    refs: list[torch.Tensor]  # each [B or 1, 3, Hr, Wr], shifted by -0.5, in canvas order
+    source_hw: tuple[int, int]  # of the edit image, outpainting included
     boxes: list[Box]  # per item, in source pixels
     reference_only: bool
-    repaint: bool
+    repaint: bool  # blank the masked area (task repainting at repainting_scale 1)
+    outpaint: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
+
+
+#: Input names of the references, in canvas order (left to right).
+REFERENCE_NAMES = ("reference_image", "reference_image_2", "reference_image_3")
 
 
 # ==================================================================== public API
@@ -81,7 +87,8 @@ def build_canvas(
     edit_image: torch.Tensor | None = None, edit_mask: torch.Tensor | None = None, max_image_tokens: float = 4096,
     keep_pixels_rate: float | None = None, height: int = 1024, width: int = 1024, *,
     control_image: torch.Tensor | None = None, fit: str = "exact", control_options: Mapping[str, Any] | None = None,
-    context: ContextSpec | None = None,
+    context: ContextSpec | None = None, repainting_scale: float = 1.0,
+    outpaint: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> CanvasResult:
     """Build ACE++ canvases (docs/CANVAS.md).
 
@@ -89,6 +96,9 @@ def build_canvas(
     ``"keep_pixels_pad"`` (``keep_pixels_rate`` None: 0.8). Without ``edit_image`` a blank ``height`` x ``width``
     area is generated. ``control_image`` replaces the edit pixels under the mask (control tasks, ``no_preprocess``);
     ``control_options``: :func:`.control.derive_guidance`'s options. ``context`` (exact fit): crop around the mask.
+    ``reference_image`` may be a sequence of up to three references (exact fit), laid left to right.
+    ``repainting_scale`` (task repainting): the masked area becomes ``0.5 + (x - 0.5) * (1 - scale)`` before
+    resizing (1 blanks it). ``outpaint`` (top, bottom, left, right) px extend the edit image with a masked gray area.
     Bad input is a ``ValueError`` naming the input as the nodes do.
     """
     if fit not in FITS:
@@ -103,8 +113,11 @@ def build_canvas(
     if task not in ALL_TASKS:
         raise ValueError(f"task must be one of {ALL_TASKS}, got {task!r}")
     budget, keep_pixels_rate = check_canvas_options(layout, reference_mode, max_image_tokens, keep_pixels_rate)
-    p = _prepare(task, reference_image, edit_image, edit_mask, control_image, height, width,
-                 control.check_options(control_options), fit, context, (reference_mode, keep_pixels_rate, budget))
+    refs = _references(reference_image, fit)
+    scale = limits.REPAINTING_SCALE.check(repainting_scale, "repainting_scale")
+    outpaint = _check_outpaint(outpaint, edit_image)
+    p = _prepare(task, refs, edit_image, edit_mask, control_image, height, width, control.check_options(control_options),
+                 fit, context, (reference_mode, keep_pixels_rate, budget), scale, outpaint)
     if fit == "official":
         canvas, mask, geometry = _fit_official(p, reference_mode, keep_pixels_rate, budget)
     else:
@@ -144,6 +157,16 @@ def official_processor(
                           out_h=g.crop_h, out_w=g.crop_w, slice_w=g.edit_x0)
 
 
+def soft_mask(mask: torch.Tensor, geometry: tuple[CanvasGeometry, ...], seam_px: int) -> torch.Tensor:
+    """A soft copy of a canvas ``mask`` for the sampler's noise mask: grown by ``seam_px // 2`` and feathered outward
+    over ``seam_px`` (:func:`.stitch.blend_weight`), 0 over the reference strips. The model's mask stays binary."""
+    seam_px = limits.SOFT_SEAM_PX.check(seam_px, "soft_seam_px")
+    soft = blend_weight(mask > 0.5, seam_px // 2, seam_px)
+    for i, g in enumerate(geometry):
+        soft[i, :, : g.edit_x0] = 0
+    return soft
+
+
 def aspect_crop_box(height: int, width: int, max_aspect: int = MAX_ASPECT_RATIO) -> Box:
     """The centre crop (top, left, h, w) that limits an image to ``max_aspect``:1 (torchvision's offset rule)."""
     h, w = min(height, max_aspect * width), min(width, max_aspect * height)
@@ -162,6 +185,25 @@ def check_canvas_options(
     if reference_mode == "keep_pixels_pad":
         keep_pixels_rate = _check_keep_pixels_rate(keep_pixels_rate)
     return budget, keep_pixels_rate
+
+
+def _references(reference_image, fit: str) -> list[tuple[str, torch.Tensor]]:
+    """(name, checked IMAGE) of each connected reference, in canvas order."""
+    given = reference_image if isinstance(reference_image, (list, tuple)) else [reference_image]
+    if len(given) > len(REFERENCE_NAMES):
+        raise ValueError(f"at most {len(REFERENCE_NAMES)} references fit a canvas, got {len(given)}")
+    refs = [(n, validate.check_image(r, n)) for n, r in zip(REFERENCE_NAMES, given) if r is not None]
+    if len(refs) > 1 and fit != "exact":
+        raise ValueError("the official canvas takes one reference_image; use ACE++ Canvas for several references")
+    return refs
+
+
+def _check_outpaint(outpaint, edit_image) -> tuple[int, int, int, int]:
+    sides = tuple(limits.OUTPAINT_PX.check(v, f"outpaint_{n}") for v, n in
+                  zip(outpaint, ("top", "bottom", "left", "right"), strict=True))
+    if any(sides) and edit_image is None:
+        raise ValueError("outpainting extends the edit_image: connect one, or set the outpaint_* widgets to 0")
+    return sides
 
 
 def _check_budget(value: float, name: str) -> float:
@@ -196,14 +238,15 @@ def _crop(x: torch.Tensor, boxes: list[Box]) -> torch.Tensor:
 
 
 def _prepare(
-    task: str, reference_image: torch.Tensor | None, edit_image: torch.Tensor | None,
-    edit_mask: torch.Tensor | None, guidance: torch.Tensor | None, height: int, width: int,
-    control_options: Mapping[str, Any], fit: str, context: ContextSpec | None, plan_args: tuple[str, float | None, float],
+    task: str, refs: list[tuple[str, torch.Tensor]], edit_image: torch.Tensor | None, edit_mask: torch.Tensor | None,
+    guidance: torch.Tensor | None, height: int, width: int, control_options: Mapping[str, Any], fit: str,
+    context: ContextSpec | None, plan_args: tuple[str, float | None, float], scale: float = 1.0,
+    outpaint: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> _Prepared:
     repaint = task == "repainting"
+    fade = repaint and 0 < scale < 1  # repainting_scale below 1 keeps a faint version of the masked content
     # Every image is checked (shape, channels, finite; clamped to [0, 1]) before any work is done.
     edit_image = validate.check_image(edit_image, "edit_image", optional=True)
-    reference_image = validate.check_image(reference_image, "reference_image", optional=True)
     guidance = validate.check_image(guidance, "control_image", optional=True)
     if guidance is not None and edit_image is None:
         raise ValueError("control_image needs an edit_image: it replaces the edit image's pixels under the mask.")
@@ -216,23 +259,24 @@ def _prepare(
         raise ValueError("control_image is not used by task 'repainting' (it blanks the masked area); use "
                          "'no_preprocess' or a control task to keep guidance pixels under the mask, or disconnect "
                          "control_image.")
-    anchor = edit_image if edit_image is not None else reference_image
+    anchor = edit_image if edit_image is not None else refs[0][1] if refs else None
     device = anchor.device if anchor is not None else torch.device("cpu")
     dtype = torch.float64 if anchor is not None and anchor.dtype == torch.float64 else torch.float32
-    owner = "edit_image" if edit_image is not None else "reference_image" if anchor is not None else "the blank edit area"
+    owner = "edit_image" if edit_image is not None else refs[0][0] if refs else "the blank edit area"
     batch = int(anchor.shape[0]) if anchor is not None else 1  # checked IMAGEs are [B, H, W, C]
 
-    ref = None
-    if reference_image is not None:
-        ref = _to_bchw(reference_image, device, dtype)
-        broadcast_batch(ref, batch, "reference_image", owner)  # checks the batch; the fits expand a batch of 1
+    prepared_refs, raw_ref_hws = [], [(int(image.shape[1]), int(image.shape[2])) for _, image in refs]
+    for name, image in refs:
+        ref = _to_bchw(image, device, dtype)
+        broadcast_batch(ref, batch, name, owner)  # checks the batch; the fits expand a batch of 1
         rH, rW = int(ref.shape[-2]), int(ref.shape[-1])
         top, left, ch, cw = aspect_crop_box(rH, rW)
         if (ch, cw) != (rH, rW):
-            logger.info("reference_image %s centre-cropped to %s (aspect ratio > %d:1)", wxh((rH, rW)), wxh((ch, cw)),
+            logger.info("%s %s centre-cropped to %s (aspect ratio > %d:1)", name, wxh((rH, rW)), wxh((ch, cw)),
                         MAX_ASPECT_RATIO)
             ref = ref[..., top : top + ch, left : left + cw]
-        ref = ref - 0.5
+        prepared_refs.append(ref - 0.5)
+    ref_hws = [(int(r.shape[-2]), int(r.shape[-1])) for r in prepared_refs]
 
     if edit_image is None:
         if edit_mask is not None:
@@ -242,15 +286,16 @@ def _prepare(
         # Constant planes as stride-0 views: a 16384 px blank area costs no memory (the fits never copy it whole).
         edit = torch.full((1, 1, 1, 1), 0.5, dtype=dtype, device=device).expand(batch, 3, height, width)
         mask = torch.ones((1, 1, 1, 1), dtype=dtype, device=device).expand(batch, 1, height, width)
-        return _Prepared(edit, mask, ref, (height, width), [(0, 0, height, width)] * batch, True, repaint)
+        return _Prepared(edit, mask, prepared_refs, (height, width), [(0, 0, height, width)] * batch, True, repaint)
 
+    if any(outpaint):
+        edit_image, edit_mask, guidance = _outpainted(edit_image, edit_mask, guidance, outpaint, batch)
     H, W = int(edit_image.shape[1]), int(edit_image.shape[2])
     mask = normalize_mask(edit_mask, (H, W), batch, device=device, dtype=dtype).unsqueeze(1)
     if context is not None:
         boxes = mask_crop_boxes(mask[:, 0], context)
     else:  # the exact fit pads an edit image beyond 4:1 instead of cutting it, where the padded canvas fits
-        ref_hw = None if ref is None else (int(ref.shape[-2]), int(ref.shape[-1]))
-        whole = fit == "exact" and _padding_fits((H, W), ref_hw, *plan_args)
+        whole = fit == "exact" and _padding_fits((H, W), ref_hws, *plan_args)
         boxes = [(0, 0, H, W) if whole else aspect_crop_box(H, W)] * batch
     top, left, ch, cw = boxes[0]
     if context is None and (ch, cw) != (H, W):
@@ -276,20 +321,42 @@ def _prepare(
                 "neural annotators (they would download weights)."
             )
         guidance = control.derive_guidance(task, edit_image, **control_options)
-    up = upscale_size(boxes[0][2:], reference_image, context, *plan_args) if context is not None else None
+    up = upscale_size(boxes[0][2:], raw_ref_hws, context, *plan_args) if context is not None else None
 
-    def area(image: torch.Tensor, name: str) -> torch.Tensor:
+    source_mask = mask
+
+    def area(image: torch.Tensor, name: str, fade: bool = False) -> torch.Tensor:
         """The boxes of an IMAGE; enlarged (``up``) in the image's own dtype, as the crop of it would be."""
-        x = broadcast_batch(_to_bchw(image, device, image.dtype if up else dtype), batch, name, owner)
-        x = _crop(match_guidance(x, (H, W), name=name), boxes)
+        x = match_guidance(broadcast_batch(_to_bchw(image, device, image.dtype if up else dtype), batch, name, owner),
+                           (H, W), name=name)
+        if fade:  # the official formula, x * (1 - mask * scale) in [-1, 1], at the source resolution
+            x = torch.where(source_mask > 0.5, 0.5 + (x - 0.5) * (1 - scale), x)
+        x = _crop(x, boxes)
         return resize_bilinear_aa(x, up).clamp(0, 1).to(dtype) if up else x
 
-    edit, mask = area(edit_image, "edit_image"), _crop(mask, boxes)
+    edit, mask = area(edit_image, "edit_image", fade), _crop(mask, boxes)
     if up:
         mask = resize_nearest_exact(mask, up)
     if guidance is not None:
         edit = torch.where(mask > 0.5, area(guidance, "control_image"), edit)
-    return _Prepared(edit, mask, ref, (H, W), boxes, False, repaint)
+    return _Prepared(edit, mask, prepared_refs, (H, W), boxes, False, repaint and scale == 1, outpaint)
+
+
+def _outpainted(edit_image: torch.Tensor, edit_mask, guidance, outpaint: tuple[int, int, int, int], batch: int):
+    """The edit image extended by ``outpaint`` (top, bottom, left, right) px of gray, its mask (the given one over
+    the original, an empty one marking nothing; 1 over the new area) and the control image extended alike."""
+    t, b, lf, r = outpaint
+    hw = (int(edit_image.shape[1]), int(edit_image.shape[2]))
+    if guidance is not None and tuple(guidance.shape[1:3]) != hw:
+        raise ValueError(f"control_image is {wxh(tuple(guidance.shape[1:3]))} but edit_image is {wxh(hw)}; with "
+                         "outpainting the control_image must have the edit image's size.")
+
+    def extend(image: torch.Tensor) -> torch.Tensor:
+        x = validate.rgb(image).permute(0, 3, 1, 2)
+        return pad_constant(x, lf, t, r, b, value=0.5).permute(0, 2, 3, 1)
+
+    mask = outpaint_mask(edit_mask, hw, batch, outpaint, device=edit_image.device)
+    return extend(edit_image), mask, None if guidance is None else extend(guidance)
 
 
 def _reference_too_small(ref_hw: tuple[int, int], size: tuple[int, int], edit_h: int) -> ValueError:
@@ -300,17 +367,19 @@ def _reference_too_small(ref_hw: tuple[int, int], size: tuple[int, int], edit_h:
 # ==================================================================== budget fitting
 
 
-def _fit_official(p: _Prepared, reference_mode: str, rate: float | None, budget: float) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+def _fit_official(
+    p: _Prepared, reference_mode: str, rate: float | None, budget: float
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """The official processors' canvas: assemble at the edit resolution, then nearest-exact to the floored size."""
     batch = p.edit.shape[0]
     ch, cw = int(p.edit.shape[-2]), int(p.edit.shape[-1])
     ref, ref_w = None, 0
-    if p.ref is not None:
-        ref_hw = (int(p.ref.shape[-2]), int(p.ref.shape[-1]))
+    for r in p.refs:  # one at the most (checked)
+        ref_hw = (int(r.shape[-2]), int(r.shape[-1]))
         tH, tW = official_reference_size(ref_hw, ch, reference_mode, rate)
         if tH < 1 or tW < 1:
             raise _reference_too_small(ref_hw, (tH, tW), ch)
-        ref = _centred(resize_bilinear_aa(p.ref, (tH, tW)), ch)
+        ref = _centred(resize_bilinear_aa(r, (tH, tW)), ch)
         ref_w = tW
 
     H, W = ch, ref_w + cw
@@ -359,10 +428,11 @@ def _fit_exact(
     """Exact fit: one scale for the edit area (untouched at scale 1), strips padded to multiples of 16."""
     batch = p.edit.shape[0]
     ch, cw = int(p.edit.shape[-2]), int(p.edit.shape[-1])
-    ref_hw = (int(p.ref.shape[-2]), int(p.ref.shape[-1])) if p.ref is not None else None
-    if ref_hw is not None and reference_mode == "keep_pixels_pad" and ref_hw[0] >= rate * ch and int(ch * rate) < 1:
-        raise _reference_too_small(ref_hw, (int(ch * rate), 0), ch)
-    plan = plan_exact((ch, cw), ref_hw, reference_mode, rate, budget, None if p.reference_only else MAX_ASPECT_RATIO)
+    ref_hws = [(int(r.shape[-2]), int(r.shape[-1])) for r in p.refs]
+    for ref_hw in ref_hws:
+        if reference_mode == "keep_pixels_pad" and ref_hw[0] >= rate * ch and int(ch * rate) < 1:
+            raise _reference_too_small(ref_hw, (int(ch * rate), 0), ch)
+    plan = plan_exact((ch, cw), ref_hws, reference_mode, rate, budget, None if p.reference_only else MAX_ASPECT_RATIO)
     h, w = plan.edit_h, plan.edit_w
     h16, w16 = ceil16(h), ceil16(w)
 
@@ -392,12 +462,13 @@ def _fit_exact(
         logger.info("edit_image area %s padded to %s (aspect ratio > %d:1)", wxh((h, w)),
                     wxh((plan.canvas_h, plan.edit_strip_w)), MAX_ASPECT_RATIO)
 
-    if p.ref is not None:
-        rh, rw = max(1, plan.ref_h), max(1, plan.ref_w)
-        ref = _centred(resize_bilinear_aa(p.ref, (rh, rw)).clamp(-0.5, 0.5), h)
-        ref = pad_replicate(ref, plan.ref_strip_w - rw, h16 - h)
-        ref = pad_constant(ref, 0, 0, 0, plan.canvas_h - h16, value=0.0).expand(batch, -1, -1, -1)
-        edit = torch.cat([ref, edit], dim=-1)
+    strips = []
+    for r, (rh, rw), strip_w in zip(p.refs, plan.refs, plan.ref_strips):
+        ref = _centred(resize_bilinear_aa(r, (max(1, rh), max(1, rw))).clamp(-0.5, 0.5), h)
+        ref = pad_replicate(ref, strip_w - max(1, rw), h16 - h)
+        strips.append(pad_constant(ref, 0, 0, 0, plan.canvas_h - h16, value=0.0).expand(batch, -1, -1, -1))
+    if strips:
+        edit = torch.cat([*strips, edit], dim=-1)
         mask = torch.cat([mask.new_zeros((batch, 1, plan.canvas_h, plan.ref_strip_w)), mask], dim=-1)
     return edit, mask, dict(canvas_h=plan.canvas_h, canvas_w=plan.canvas_w, ref_w=plan.ref_strip_w, edit_w=w,
                             edit_h=h, pad_right=plan.edit_strip_w - w, pad_bottom=plan.canvas_h - h)
@@ -423,6 +494,7 @@ def _finish(
         geometry.append(CanvasGeometry(
             layout=layout, fit=fit, source_h=p.source_hw[0], source_w=p.source_hw[1], crop_top=top, crop_left=left,
             crop_h=h, crop_w=w, reference_only=p.reference_only, edit_x0=sizes["ref_w"], edit_y0=0,
-            **sizes, **scales,
+            outpaint_top=p.outpaint[0], outpaint_bottom=p.outpaint[1], outpaint_left=p.outpaint[2],
+            outpaint_right=p.outpaint[3], **sizes, **scales,
         ))
     return CanvasResult(to_image(canvas), mask[:, 0].to(torch.float32).contiguous(), uc, c, tuple(geometry))

@@ -77,15 +77,14 @@ def mask_crop_boxes(mask: torch.Tensor, spec: ContextSpec) -> list[Box]:
 
 
 def upscale_size(
-    box_hw: tuple[int, int], reference_image: torch.Tensor | None, spec: ContextSpec, reference_mode: str,
+    box_hw: tuple[int, int], ref_hws: tuple[tuple[int, int], ...], spec: ContextSpec, reference_mode: str,
     keep_pixels_rate: float | None, max_image_tokens: float,
 ) -> tuple[int, int] | None:
     """The size a box is enlarged to so that the canvas uses the budget (at most ``max_upscale`` x, never above
     :data:`MAX_UPSCALE_TOKENS`); None when it is not enlarged."""
     if not spec.upscale:
         return None
-    ref_hw = None if reference_image is None else (int(reference_image.shape[-3]), int(reference_image.shape[-2]))
-    at_one = plan_exact(box_hw, ref_hw, reference_mode, keep_pixels_rate or 0.8, float("inf"), MAX_ASPECT_RATIO)
+    at_one = plan_exact(box_hw, ref_hws, reference_mode, keep_pixels_rate or 0.8, float("inf"), MAX_ASPECT_RATIO)
     factor = min(spec.max_upscale, math.sqrt(min(max_image_tokens, MAX_UPSCALE_TOKENS) / at_one.tokens))
     if factor <= 1.0:
         return None

@@ -48,6 +48,10 @@ class CanvasGeometry:
     crop_h: int
     crop_w: int
     reference_only: bool  #: True when there was no edit image (a blank edit area was generated)
+    outpaint_top: int = 0  #: rows of gray added above the edit image (outpainting); the source includes them
+    outpaint_bottom: int = 0
+    outpaint_left: int = 0
+    outpaint_right: int = 0
 
     # ---------------------------------------------------------------- views
     @property
@@ -164,11 +168,22 @@ class ExactPlan:
 
     edit_h: int  #: edit content height in the canvas
     edit_w: int  #: edit content width in the canvas
-    ref_h: int  #: reference content height after resizing (0 without reference)
-    ref_w: int  #: reference content width after resizing (0 without reference)
+    refs: tuple[tuple[int, int], ...]  #: (h, w) of each reference after resizing, in canvas order
     canvas_h: int  #: ceil16(edit_h), or more to keep the edit strip within max_aspect:1
-    ref_strip_w: int  #: ceil16(ref_w) (0 without reference)
+    ref_strips: tuple[int, ...]  #: ceil16(w) of each reference
     edit_strip_w: int  #: ceil16(edit_w), or more to keep the edit strip within max_aspect:1
+
+    @property
+    def ref_h(self) -> int:  #: the first reference's height (0 without reference)
+        return self.refs[0][0] if self.refs else 0
+
+    @property
+    def ref_w(self) -> int:
+        return self.refs[0][1] if self.refs else 0
+
+    @property
+    def ref_strip_w(self) -> int:
+        return sum(self.ref_strips)
 
     @property
     def canvas_w(self) -> int:
@@ -179,15 +194,23 @@ class ExactPlan:
         return (self.canvas_h // TOKEN_PX) * (self.canvas_w // TOKEN_PX)
 
 
+def reference_sizes(ref_hw) -> tuple[tuple[int, int], ...]:
+    """``ref_hw`` (None, one (h, w) or a sequence of them) as a tuple of (h, w)."""
+    if ref_hw is None:
+        return ()
+    if len(ref_hw) == 2 and all(isinstance(v, int) for v in ref_hw):
+        return (tuple(ref_hw),)
+    return tuple(tuple(hw) for hw in ref_hw)
+
+
 def _exact_sizes(
-    h: int, crop_hw: tuple[int, int], ref_hw: tuple[int, int] | None, reference_mode: str,
+    h: int, crop_hw: tuple[int, int], ref_hws: tuple[tuple[int, int], ...], reference_mode: str,
     keep_pixels_rate: float | None, max_aspect: int | None = None,
 ) -> ExactPlan:
     ch, cw = crop_hw
     w = max(1, _round_div(cw * h, ch))
-    rh = rw = 0
-    if ref_hw is not None:
-        Hr, Wr = ref_hw
+    refs = []
+    for Hr, Wr in ref_hws:
         if reference_mode == "resize_to_height":
             rh = h
         else:
@@ -195,30 +218,31 @@ def _exact_sizes(
             # the edit area so the reference keeps its size relative to the edit image.
             tH = int(ch * keep_pixels_rate) if Hr >= keep_pixels_rate * ch else Hr
             rh = min(h, max(1, _round_div(tH * h, ch)))
-        rw = max(1, _round_div(Wr * rh, Hr))
+        refs.append((rh, max(1, _round_div(Wr * rh, Hr))))
     strip_h, strip_w = ceil16(h), ceil16(w)
     if max_aspect and (cw > max_aspect * ch or ch > max_aspect * cw):
         # Pad the short side (bottom or right) so that the edit strip is within max_aspect:1.
         strip_h = max(strip_h, ceil16(-(-strip_w // max_aspect)))
         strip_w = max(strip_w, ceil16(-(-strip_h // max_aspect)))
-    return ExactPlan(edit_h=h, edit_w=w, ref_h=rh, ref_w=rw, canvas_h=strip_h,
-                     ref_strip_w=ceil16(rw) if ref_hw is not None else 0, edit_strip_w=strip_w)
+    return ExactPlan(edit_h=h, edit_w=w, refs=tuple(refs), canvas_h=strip_h,
+                     ref_strips=tuple(ceil16(rw) for _, rw in refs), edit_strip_w=strip_w)
 
 
 def plan_exact(
-    crop_hw: tuple[int, int], ref_hw: tuple[int, int] | None, reference_mode: str, keep_pixels_rate: float | None,
-    max_image_tokens: float, max_aspect: int | None = None,
+    crop_hw: tuple[int, int], ref_hw, reference_mode: str, keep_pixels_rate: float | None, max_image_tokens: float,
+    max_aspect: int | None = None,
 ) -> ExactPlan:
     """The exact-fit sizes: the largest edit height (at most the crop's) whose canvas fits ``max_image_tokens``.
 
-    Edit area = crop x ``s = edit_h / crop_h``; the reference is sized from the same ``edit_h``; strips are padded to
-    multiples of 16 and, with ``max_aspect``, a crop beyond it to ``max_aspect``:1. An edit side below 16 px (or its
-    original size if smaller) is a ``ValueError``.
+    Edit area = crop x ``s = edit_h / crop_h``; each reference (``ref_hw``: None, one (h, w) or several) is sized from
+    the same ``edit_h``; strips are padded to multiples of 16 and, with ``max_aspect``, a crop beyond it to
+    ``max_aspect``:1. An edit side below 16 px (or its original size if smaller) is a ``ValueError``.
     """
     ch, cw = crop_hw
+    ref_hws = reference_sizes(ref_hw)
 
     def plan(h: int) -> ExactPlan:
-        return _exact_sizes(h, crop_hw, ref_hw, reference_mode, keep_pixels_rate, max_aspect)
+        return _exact_sizes(h, crop_hw, ref_hws, reference_mode, keep_pixels_rate, max_aspect)
 
     full = plan(ch)
     if full.tokens <= max_image_tokens:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
 
 from . import validate
 from .resize import resize_bilinear_aa, resize_nearest_exact
@@ -83,6 +84,22 @@ def normalize_mask(
     # Empty items mean "edit everything" for that item.
     binary = binary | ~marked.view(batch, 1, 1)
     return binary.to(dtype)
+
+
+def outpaint_mask(
+    mask: torch.Tensor | None, image_hw: tuple[int, int], batch: int, outpaint: tuple[int, int, int, int], *,
+    name: str = "edit_mask", device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The mask ``[batch, H + top + bottom, W + left + right]`` of an image extended by ``outpaint`` (top, bottom,
+    left, right): 1 over the new area; over the original the given mask, where an empty one (or item) marks nothing."""
+    t, b, lf, r = outpaint
+    user = torch.zeros((batch, *image_hw), dtype=dtype, device=device)
+    if mask is not None:
+        marked = broadcast_batch(validate.check_mask(mask, name) > 0.5, batch, name, "edit_image").flatten(1).any(1)
+        if bool(marked.any()):
+            user = normalize_mask(mask, image_hw, batch, name=name, device=device, dtype=dtype)
+            user = user * marked.to(user.device, dtype).view(-1, 1, 1)
+    return F.pad(user, (lf, r, t, b), value=1.0)
 
 
 def match_guidance(guidance: torch.Tensor, image_hw: tuple[int, int], name: str = "control_image",

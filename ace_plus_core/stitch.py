@@ -11,7 +11,8 @@ import torch
 
 from . import limits, validate
 from .geometry import CanvasGeometry, canvas_to_crop, check_geometries
-from .masks import normalize_mask
+from .masks import normalize_mask, outpaint_mask
+from .resize import pad_constant
 
 #: Rows of the box blended at a time (bounds the temporaries of the blend).
 BAND_ROWS = 512
@@ -148,15 +149,25 @@ def stitch(
     src_h, src_w = geometry[0].source_h, geometry[0].source_w
     if any((g.source_h, g.source_w) != (src_h, src_w) for g in geometry):
         raise ValueError("geometry describes edit images of different sizes; connect the geometry of one ACE++ Canvas")
-    if tuple(orig.shape[1:3]) != (src_h, src_w):
+    g0 = geometry[0]
+    pads = (g0.outpaint_top, g0.outpaint_bottom, g0.outpaint_left, g0.outpaint_right)
+    oh, ow = src_h - pads[0] - pads[1], src_w - pads[2] - pads[3]  # the original, without outpainting
+    if tuple(orig.shape[1:3]) != (oh, ow):
         raise ValueError(
-            f"original_image is {orig.shape[2]}x{orig.shape[1]} but the canvas was made from a {src_w}x{src_h} edit "
+            f"original_image is {orig.shape[2]}x{orig.shape[1]} but the canvas was made from a {ow}x{oh} edit "
             "image; connect the same image that went into ACE++ Canvas."
         )
-    full_mask = normalize_mask(mask, (src_h, src_w), batch, name="mask", image_name="original_image",
-                               device=orig.device, dtype=torch.bool)
+    out = orig.to(torch.float32).expand(batch, -1, -1, -1)  # a ComfyUI IMAGE (float32)
+    if any(pads):  # the enlarged image: the original in place, the new area generated (weight 1, never feathered)
+        full_mask = outpaint_mask(mask, (oh, ow), batch, pads, name="mask", device=orig.device) > 0.5
+        full_mask[:, : pads[0]] = full_mask[:, src_h - pads[1]:] = False
+        full_mask[:, :, : pads[2]] = full_mask[:, :, src_w - pads[3]:] = False
+        out = pad_constant(out.permute(0, 3, 1, 2), pads[2], pads[0], pads[3], pads[1], value=0.5).permute(0, 2, 3, 1)
+    else:
+        full_mask = normalize_mask(mask, (src_h, src_w), batch, name="mask", image_name="original_image",
+                                   device=orig.device, dtype=torch.bool)
+    out = out.clone()
     margin = grow_px + 2 * math.ceil(feather_px / 2)
-    out = orig.to(torch.float32).expand(batch, -1, -1, -1).clone()  # a ComfyUI IMAGE (float32)
     for i, g in enumerate(geometry):
         gen = validate.rgb(canvas_to_crop(decoded[i : i + 1], g, name="image")[0]).to(out.device, out.dtype)
         t, lf, h, w = g.crop_top, g.crop_left, g.crop_h, g.crop_w
@@ -180,6 +191,22 @@ def stitch(
                 return None
             weight = weight[t + r0 - et : t + r1 - et, c0 - el - s0 : c1 - el - s0]
             return weight, c0 - lf, c1 - lf
+
+        def outpainted_weight_of(r0: int, r1: int, t=t, lf=lf, w=w, mask_weight=weight_of):
+            """``weight_of``, and 1 over the outpainted area."""
+            part = mask_weight(r0, r1)
+            rows = torch.arange(t + r0, t + r1, device=out.device)
+            cols = torch.arange(lf, lf + w, device=out.device)
+            new = ((rows < pads[0]) | (rows >= src_h - pads[1]))[:, None] | ((cols < pads[2]) | (cols >= src_w - pads[3]))
+            if not bool(new.any()):
+                return part
+            full = torch.zeros(new.shape, dtype=torch.float32, device=out.device)
+            if part is not None:
+                full[:, part[1] : part[2]] = part[0]
+            return torch.maximum(full, new.to(torch.float32)), 0, w
+
+        if any(pads):
+            weight_of = outpainted_weight_of
 
         transform = _color_transform(gen, box, weight_of) if color_match else None
         for r0, r1 in _bands(h):

@@ -71,6 +71,26 @@ class ACEPlusCanvas(io.ComfyNode):
                 io.Boolean.Input("upscale_crop", default=True, optional=True,
                                  tooltip="crop_to_mask: enlarge a small crop (up to 4x) so the canvas uses the token "
                                          "budget; the model then renders the masked region with more pixels."),
+                io.Float.Input("repainting_scale", **limits.REPAINTING_SCALE.widget(), optional=True,
+                               tooltip="Task repainting: how much of the masked content is blanked before sampling. "
+                                       "1 (default) blanks it, as repainting always did; lower values keep a faint "
+                                       "version (0.5 + (x - 0.5) x (1 - scale)) for edits that should follow its "
+                                       "shape or colours, e.g. a garment's folds. Ignored by the other tasks."),
+                io.Int.Input("soft_seam_px", **limits.SOFT_SEAM_PX.widget(), optional=True,
+                             tooltip="Soft seams: the soft_mask output is the mask grown by half this and feathered "
+                                     "outward over this many pixels, for the sampler's noise mask (connect it to ACE++ "
+                                     "Conditioning's sampling_mask; with Differential Diffusion the edit fades into "
+                                     "its surroundings). The mask the model sees stays binary. 0 (default): off."),
+                io.Int.Input("outpaint_top", **limits.OUTPAINT_PX.widget(), optional=True,
+                             tooltip="Outpainting: pixels of new image added above the edit image (generated; "
+                                     "ACE++ Stitch returns the enlarged photo with the original pixels in place)."),
+                io.Int.Input("outpaint_bottom", **limits.OUTPAINT_PX.widget(), optional=True,
+                             tooltip="Outpainting: pixels added below the edit image."),
+                io.Int.Input("outpaint_left", **limits.OUTPAINT_PX.widget(), optional=True,
+                             tooltip="Outpainting: pixels added left of the edit image."),
+                io.Int.Input("outpaint_right", **limits.OUTPAINT_PX.widget(), optional=True,
+                             tooltip="Outpainting: pixels added right of the edit image. With outpainting an empty "
+                                     "edit_mask marks only the new area."),
                 io.Image.Input("reference_image", optional=True,
                                tooltip="Reference (face, object, logo, garment) placed left of the edit area."),
                 io.Image.Input("edit_image", optional=True,
@@ -83,6 +103,12 @@ class ACEPlusCanvas(io.ComfyNode):
                                        "drawing, depth map, grayscale image, e.g. from a preprocessor node). "
                                        "Required by contour_repainting and depth_repainting; the other control "
                                        "tasks derive it from the edit image when it is not connected."),
+                io.Image.Input("reference_image_2", optional=True,
+                               tooltip="Experimental (the released models were trained with one reference): a second "
+                                       "reference, right of reference_image (e.g. a garment's back). The references "
+                                       "share the token budget."),
+                io.Image.Input("reference_image_3", optional=True,
+                               tooltip="Experimental: a third reference, right of reference_image_2."),
             ],
             outputs=[
                 io.Image.Output(display_name="canvas",
@@ -93,6 +119,9 @@ class ACEPlusCanvas(io.ComfyNode):
                 Geometry.Output(display_name="geometry",
                                 tooltip="Where the edit area lies in the canvas and the photo, per batch item: "
                                         "connect to ACE++ Stitch (or ACE++ Cut Back)."),
+                io.Mask.Output(display_name="soft_mask",
+                               tooltip="The mask with soft seams (soft_seam_px; equal to mask when it is 0), for "
+                                       "ACE++ Conditioning's sampling_mask."),
             ],
         )
 
@@ -114,11 +143,15 @@ class ACEPlusCanvas(io.ComfyNode):
                 canny_low_threshold=limits.CANNY_LOW.default, canny_high_threshold=limits.CANNY_HIGH.default,
                 mosaic_ratio=limits.MOSAIC_RATIO.default, crop_to_mask=True,
                 context_margin=limits.CONTEXT_MARGIN.default, context_pixels=limits.CONTEXT_PIXELS.default,
-                min_crop_size=limits.MIN_CROP_SIZE.default, upscale_crop=True, reference_image=None,
-                edit_image=None, edit_mask=None, control_image=None) -> io.NodeOutput:
+                min_crop_size=limits.MIN_CROP_SIZE.default, upscale_crop=True,
+                repainting_scale=limits.REPAINTING_SCALE.default, soft_seam_px=0, outpaint_top=0, outpaint_bottom=0,
+                outpaint_left=0, outpaint_right=0, reference_image=None, edit_image=None, edit_mask=None,
+                control_image=None, reference_image_2=None, reference_image_3=None) -> io.NodeOutput:
         check_widgets(cls, layout=layout, task=task, reference_mode=reference_mode, max_image_tokens=max_image_tokens,
                       keep_pixels_rate=keep_pixels_rate, width=width, height=height, mosaic_ratio=mosaic_ratio,
-                      context_margin=context_margin, context_pixels=context_pixels, min_crop_size=min_crop_size)
+                      context_margin=context_margin, context_pixels=context_pixels, min_crop_size=min_crop_size,
+                      repainting_scale=repainting_scale, soft_seam_px=soft_seam_px, outpaint_top=outpaint_top,
+                      outpaint_bottom=outpaint_bottom, outpaint_left=outpaint_left, outpaint_right=outpaint_right)
         cls._check_canny(canny_low_threshold, canny_high_threshold)
         mode = _AUTO_REFERENCE_MODE[layout] if reference_mode == "auto" else reference_mode
         options = dict(low_threshold=canny_low_threshold, high_threshold=canny_high_threshold, ratio=mosaic_ratio)
@@ -126,12 +159,15 @@ class ACEPlusCanvas(io.ComfyNode):
         if crop_to_mask and edit_image is not None:
             context = ContextSpec(margin_rel=context_margin, margin_px=context_pixels, min_size=min_crop_size,
                                   upscale=upscale_crop)
-        r = core.build_canvas(layout, task, mode, reference_image, edit_image, edit_mask, max_image_tokens,
-                              keep_pixels_rate, height, width, control_image=control_image, control_options=options,
-                              context=context)
+        refs = [reference_image, reference_image_2, reference_image_3]
+        r = core.build_canvas(layout, task, mode, refs, edit_image, edit_mask, max_image_tokens, keep_pixels_rate,
+                              height, width, control_image=control_image, control_options=options, context=context,
+                              repainting_scale=repainting_scale,
+                              outpaint=(outpaint_top, outpaint_bottom, outpaint_left, outpaint_right))
         uc = r.uc_image if r.uc_image is not None else r.image
         c = r.c_image if r.c_image is not None else r.image
-        return io.NodeOutput(r.image, uc, c, r.mask, r.geometry)
+        soft = core.soft_mask(r.mask, r.geometry, soft_seam_px) if soft_seam_px else r.mask
+        return io.NodeOutput(r.image, uc, c, r.mask, r.geometry, soft)
 
 
 class ACEPlusCutBack(io.ComfyNode):

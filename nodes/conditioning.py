@@ -151,6 +151,10 @@ class ACEPlusCanvasConditioning(io.ComfyNode):
                 io.Mask.Input("mask", tooltip="ACE++ Canvas mask."),
                 Geometry.Input("geometry", tooltip="ACE++ Canvas geometry: tells which layout the canvas was built for."),
                 io.Boolean.Input("noise_mask", default=True, tooltip=_NOISE_MASK_TOOLTIP),
+                io.Mask.Input("sampling_mask", optional=True,
+                              tooltip="Optional noise mask for the sampler instead of mask, e.g. ACE++ Canvas's "
+                                      "soft_mask (soft seams with Differential Diffusion); the model still sees "
+                                      "mask. Used only with noise_mask on."),
             ],
             outputs=[
                 io.Model.Output(display_name="model",
@@ -162,12 +166,15 @@ class ACEPlusCanvasConditioning(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, vae, uc_image, c_image, mask, geometry,
-                noise_mask=True) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, vae, uc_image, c_image, mask, geometry, noise_mask=True,
+                sampling_mask=None) -> io.NodeOutput:
         # Cheap checks of every tensor first (no VAE work, no model clone before they pass).
         geometry = check_geometries(geometry, "geometry")
         check_canvas_images(geometry, uc_image=uc_image, c_image=c_image)
         validate.check_mask(mask, "mask")
+        if sampling_mask is not None:  # cropped like the canvas; the model's mask stays ``mask``
+            _, sampling_mask = inpaint.prepare_pixels_and_mask(uc_image, sampling_mask, pixels_name="uc_image",
+                                                               mask_name="sampling_mask")
         prepared = prepare_flux(model, "model")
         wanted = mf.check_canvas_fits_model(prepared.model_options[LAYOUT_OPTION], (g.layout for g in geometry))
         if wanted == "fft":
@@ -175,7 +182,8 @@ class ACEPlusCanvasConditioning(io.ComfyNode):
         else:
             values, latent, mask4 = encode_fill(vae, uc_image, mask, ("uc_image", "mask"))
         pos, neg = _conditioning_with(positive, negative, values)
-        return io.NodeOutput(prepared, pos, neg, _latent(latent, mask4, noise_mask))
+        noise = mask4 if sampling_mask is None else sampling_mask
+        return io.NodeOutput(prepared, pos, neg, _latent(latent, noise, noise_mask))
 
 
 NODES = (ACEPlusCanvasConditioning, ACEPlusConditioning, ACEPlusLoraConditioning)

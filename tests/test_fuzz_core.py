@@ -118,7 +118,7 @@ good_options = st.one_of(
         "low_threshold": widget_values(0, 1000, integer=True, bad=False),
         "high_threshold": widget_values(1000, 2040, integer=True, bad=False),
         "ratio": widget_values(1, 1024, integer=True, bad=False),
-    }),
+    }).filter(lambda o: o.get("low_threshold", 100) <= o.get("high_threshold", 200)),  # the defaults: 100 / 200
 )
 bad_options = st.one_of(
     st.just({"bogus": 1}),

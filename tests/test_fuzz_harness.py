@@ -435,7 +435,8 @@ def check_valid_canvas(image, mask, geometry, *, batch: int, budget: float, sour
         assert min(g.edit_w, g.edit_h, g.crop_w, g.crop_h) >= 1, g
         assert g.edit_x0 + g.edit_w + g.pad_right <= w and g.edit_y0 + g.edit_h + g.pad_bottom <= h, g
         assert g.crop_top + g.crop_h <= g.source_h and g.crop_left + g.crop_w <= g.source_w, g
-        assert max(g.crop_h, g.crop_w) <= VALID_ASPECT * min(g.crop_h, g.crop_w), f"crop box beyond 4:1: {g}"
+        # (a generated area has the size asked for, whatever its aspect ratio: nothing of a photo is cut)
+        assert g.reference_only or max(g.crop_h, g.crop_w) <= VALID_ASPECT * min(g.crop_h, g.crop_w), g
         assert not bool(marked[i, :, : g.edit_x0].any()), "the mask marks the reference strip"
         if region is not None:
             outside = region[i].copy()

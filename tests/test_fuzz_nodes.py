@@ -168,7 +168,8 @@ def _check_canvas_outputs(canvas, mask, batch, budget):
 
 CANVAS_SMALL = {"max_image_tokens": (64, 4096), "width": (16, 96), "height": (16, 96), "context_pixels": (0, 64),
                 "min_crop_size": (16, 128), "canny_low_threshold": (0, 150), "canny_high_threshold": (150, 2040),
-                "mosaic_ratio": (1, 64)}
+                "mosaic_ratio": (1, 64), "soft_seam_px": (0, 32), "outpaint_top": (0, 48), "outpaint_bottom": (0, 48),
+                "outpaint_left": (0, 48), "outpaint_right": (0, 48)}
 
 
 @fuzz_settings(200)
@@ -176,9 +177,12 @@ CANVAS_SMALL = {"max_image_tokens": (64, 4096), "width": (16, 96), "height": (16
 def test_canvas_node(node, data):
     cls = node("ACEPlusCanvas")
     names = _names(cls)
-    broken = data.draw(faults(*[n for n in names if n not in ("crop_to_mask", "upscale_crop")]), "broken")
+    # The extra references are fuzzed in test_canvas_options.py.
+    skip = ("crop_to_mask", "upscale_crop", "reference_image_2", "reference_image_3")
+    broken = data.draw(faults(*[n for n in names if n not in skip]), "broken")
     widgets = _draw_widgets(data, cls, broken, CANVAS_SMALL)
-    if broken != "canny_low_threshold" and widgets["canny_low_threshold"] > widgets["canny_high_threshold"]:
+    canny = ("canny_low_threshold", "canny_high_threshold")
+    if broken not in canny and widgets["canny_low_threshold"] > widgets["canny_high_threshold"]:
         widgets["canny_low_threshold"], widgets["canny_high_threshold"] = (widgets["canny_high_threshold"],
                                                                            widgets["canny_low_threshold"])
     i = _images_for(data, broken, widgets["task"])
@@ -189,7 +193,8 @@ def test_canvas_node(node, data):
     if broken in widgets or (broken == "edit_image"):
         assert out is REFUSED, f"a broken {broken} was accepted"
     if out is not REFUSED:
-        canvas, uc, c, mask, geometry = out
+        canvas, uc, c, mask, geometry, soft = out
+        assert torch.equal(soft, mask) if widgets["soft_seam_px"] == 0 else bool((soft >= mask).all())
         batch = i["batch"] if i["edit"] is not None else _hw_batch(i["ref"])[1] if i["ref"] is not None else 1
         _check_canvas_outputs(canvas, mask, batch, widgets["max_image_tokens"])
         assert_image(uc, "uc_image", batch=batch, hw=canvas.shape[1:3])
@@ -583,6 +588,8 @@ def valid_canvas_widgets(draw, task: str) -> dict:
         mosaic_ratio=draw(st.integers(1, 1024)), crop_to_mask=draw(st.booleans()),
         context_margin=draw(st.floats(0.0, 4.0)), context_pixels=draw(st.integers(0, 64)),
         min_crop_size=16 * draw(st.integers(1, 32)), upscale_crop=draw(st.booleans()),
+        # repainting_scale and outpainting change the canvas these checks expect: test_canvas_options.py covers them.
+        soft_seam_px=draw(st.sampled_from([0, 8])),
     )
 
 
@@ -597,7 +604,8 @@ def _run_valid_canvas(cls, w: dict, i: dict):
 def test_canvas_node_accepts_valid_input(node, i, data):
     cls = node("ACEPlusCanvas")
     w = data.draw(valid_canvas_widgets(i["task"]), "widgets")
-    canvas, uc, c, mask, geometry = _run_valid_canvas(cls, w, i)
+    canvas, uc, c, mask, geometry, soft = _run_valid_canvas(cls, w, i)
+    assert torch.equal(soft, mask) if w["soft_seam_px"] == 0 else bool((soft >= mask).all() and (soft <= 1).all())
     source_hw = i["hw"] if i["edit"] is not None else (w["height"], w["width"])
     region = expected_mask(i["mask"], source_hw, i["batch"]) if i["edit"] is not None else None
     fft = w["layout"] == "fft"
@@ -653,7 +661,7 @@ def _valid_made_canvas(draw, canvas_node, budgets=(64, 256, 1024)) -> dict:
     i = draw(valid_node_images(("repainting", "no_preprocess"), reference_only=False))
     w = draw(valid_canvas_widgets(i["task"]))
     w["max_image_tokens"] = draw(st.sampled_from(budgets))
-    canvas, uc, c, mask, geometry = _run_valid_canvas(canvas_node, w, i)
+    canvas, uc, c, mask, geometry, _ = _run_valid_canvas(canvas_node, w, i)
     return dict(i, canvas=canvas, uc=uc, c=c, canvas_mask=mask, geometry=geometry, layout=w["layout"])
 
 
