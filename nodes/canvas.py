@@ -7,7 +7,7 @@ from comfy_api.v0_0_2 import io
 from ..ace_plus_core import canvas as core
 from ..ace_plus_core import control, limits, stitch, validate
 from ..ace_plus_core.crop import ContextSpec
-from .common import CANVAS_TASK_TOOLTIP, CATEGORY, Geometry, check_widgets
+from .common import ADVANCED, CANVAS_TASK_TOOLTIP, CATEGORY, Geometry, aliases, check_widgets
 
 REFERENCE_MODES = ("auto", "resize_to_height", "keep_pixels_pad")
 _AUTO_REFERENCE_MODE = {"lora": "resize_to_height", "fft": "keep_pixels_pad"}
@@ -20,6 +20,8 @@ class ACEPlusCanvas(io.ComfyNode):
             node_id="ACEPlusCanvas",
             display_name="ACE++ Canvas",
             category=CATEGORY,
+            **aliases("face swap", "try on", "virtual try-on", "logo paste", "inpaint crop stitch", "in-context",
+                      "outpaint", "reference generation"),
             description=(
                 "Lays out the ACE++ canvas: optional reference on the left, the edit image (or a blank area for "
                 "reference-only generation) on the right, one mask, fitted to a budget of image tokens (16x16 px "
@@ -40,35 +42,35 @@ class ACEPlusCanvas(io.ComfyNode):
                 io.Int.Input("max_image_tokens", **limits.CANVAS_TOKENS.widget(),
                              tooltip="Image tokens of the whole canvas (reference + edit area), one per 16x16 "
                                      "pixels; sampling time grows with it. 4096 is a 1024x1024 canvas."),
-                io.Float.Input("keep_pixels_rate", **limits.KEEP_PIXELS_RATE.widget(),
+                io.Float.Input("keep_pixels_rate", **limits.KEEP_PIXELS_RATE.widget(), **ADVANCED,
                                tooltip="keep_pixels_pad only: largest reference height as a fraction of the edit "
                                        "height."),
                 io.Int.Input("width", **limits.CANVAS_SIDE.widget(),
                              tooltip="Width of the generated area when there is no edit_image."),
                 io.Int.Input("height", **limits.CANVAS_SIDE.widget(),
                              tooltip="Height of the generated area when there is no edit_image."),
-                io.Int.Input("canny_low_threshold", **limits.CANNY_LOW.widget(), optional=True,
+                io.Int.Input("canny_low_threshold", **limits.CANNY_LOW.widget(), **ADVANCED, optional=True,
                              tooltip="canny_repainting only: weak-edge threshold on OpenCV's scale (L1 Sobel "
                                      "magnitude of 0-255 values). Official: 100."),
-                io.Int.Input("canny_high_threshold", **limits.CANNY_HIGH.widget(), optional=True,
+                io.Int.Input("canny_high_threshold", **limits.CANNY_HIGH.widget(), **ADVANCED, optional=True,
                              tooltip="canny_repainting only: strong-edge threshold (edges start here and follow "
                                      "weak edges). Official: 200. Must be >= canny_low_threshold."),
-                io.Int.Input("mosaic_ratio", **limits.MOSAIC_RATIO.widget(), optional=True,
+                io.Int.Input("mosaic_ratio", **limits.MOSAIC_RATIO.widget(), **ADVANCED, optional=True,
                              tooltip="mosaic_repainting only: downscale factor; the mosaic cells are about this many "
                                      "pixels wide (image size // ratio cells per side). Official: 64."),
                 io.Boolean.Input("crop_to_mask", default=True, optional=True,
                                  tooltip="Build the canvas from the region around the mask only (local edits: face "
                                          "swap, try-on, logo paste); connect ACE++ Stitch to return the full photo. "
                                          "An empty mask uses the whole image."),
-                io.Float.Input("context_margin", **limits.CONTEXT_MARGIN.widget(), optional=True,
+                io.Float.Input("context_margin", **limits.CONTEXT_MARGIN.widget(), **ADVANCED, optional=True,
                                tooltip="crop_to_mask: context kept around the mask's box on each side, as a fraction "
                                        "of the box's own size."),
-                io.Int.Input("context_pixels", **limits.CONTEXT_PIXELS.widget(), optional=True,
+                io.Int.Input("context_pixels", **limits.CONTEXT_PIXELS.widget(), **ADVANCED, optional=True,
                              tooltip="crop_to_mask: extra context in pixels on each side."),
-                io.Int.Input("min_crop_size", **limits.MIN_CROP_SIZE.widget(), optional=True,
+                io.Int.Input("min_crop_size", **limits.MIN_CROP_SIZE.widget(), **ADVANCED, optional=True,
                              tooltip="crop_to_mask: the crop is at least this many pixels on each side (when the "
                                      "image is that large), so small masks keep enough surroundings."),
-                io.Boolean.Input("upscale_crop", default=True, optional=True,
+                io.Boolean.Input("upscale_crop", default=True, optional=True, **ADVANCED,
                                  tooltip="crop_to_mask: enlarge a small crop (up to 4x) so the canvas uses the token "
                                          "budget; the model then renders the masked region with more pixels."),
                 io.Float.Input("repainting_scale", **limits.REPAINTING_SCALE.widget(), optional=True,
@@ -203,6 +205,7 @@ class ACEPlusStitch(io.ComfyNode):
             node_id="ACEPlusStitch",
             display_name="ACE++ Stitch",
             category=CATEGORY,
+            **aliases("inpaint crop stitch", "paste back", "composite"),
             description=(
                 "Puts the generated area back into the original full-resolution edit image: cuts it out of the "
                 "decoded canvas at the exact boundary, scales it back to its box in the photo and blends it in "

@@ -5,8 +5,16 @@ from __future__ import annotations
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import validate
+from . import compat
 
 CATEGORY = "ACE++"
+#: Widgets most users never change, folded away where the frontend and ComfyUI support it.
+ADVANCED = compat.input_options(advanced=True)
+
+
+def aliases(*words: str) -> dict:
+    """Search aliases for the node library, where the running ComfyUI supports them."""
+    return compat.schema_options(search_aliases=list(words))
 
 # Canvas geometry (a tuple of ace_plus_core.geometry.CanvasGeometry, one per batch item), carried from the canvas
 # node to the conditioning and cut-back/stitch nodes.

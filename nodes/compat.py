@@ -5,9 +5,11 @@ Each helper calls ComfyUI's own function; it only adapts the call to the running
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import comfy.sd
+from comfy_api.v0_0_2 import io
 
 
 def load_diffusion_model_state_dict(sd: dict, model_options: dict, metadata: dict | None):
@@ -16,3 +18,13 @@ def load_diffusion_model_state_dict(sd: dict, model_options: dict, metadata: dic
     if "metadata" in inspect.signature(comfy.sd.load_diffusion_model_state_dict).parameters:
         return comfy.sd.load_diffusion_model_state_dict(sd, model_options=model_options, metadata=metadata)
     return comfy.sd.load_diffusion_model_state_dict(sd, model_options=model_options)
+
+
+def schema_options(**options) -> dict:
+    """The ``io.Schema`` options this release knows (``search_aliases`` in newer ones); the others are left out."""
+    return {k: v for k, v in options.items() if k in {f.name for f in dataclasses.fields(io.Schema)}}
+
+
+def input_options(**options) -> dict:
+    """The widget options this release's inputs take (``advanced`` in newer ones); the others are left out."""
+    return {k: v for k, v in options.items() if k in inspect.signature(io.Int.Input.__init__).parameters}

@@ -9,7 +9,7 @@ from comfy_api.v0_0_2 import io
 from ..ace_plus_core import inpaint, validate
 from ..ace_plus_core import model_files as mf
 from ..ace_plus_core.geometry import check_canvas_images, check_geometries
-from .common import CATEGORY, Geometry
+from .common import CATEGORY, Geometry, aliases
 from .flux_models import LAYOUT_OPTION, prepare_flux
 
 _NOISE_MASK_TOOLTIP = (
@@ -133,6 +133,7 @@ class ACEPlusCanvasConditioning(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ACEPlusCanvasConditioning",
+            **aliases("in-context", "inpaint conditioning"),
             display_name="ACE++ Conditioning",
             category=CATEGORY,
             description=(

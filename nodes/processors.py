@@ -12,7 +12,7 @@ from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import canvas as core
 from ..ace_plus_core import limits
-from .common import CATEGORY, TASK_TOOLTIP, check_widgets
+from .common import ADVANCED, CATEGORY, TASK_TOOLTIP, aliases, check_widgets
 
 
 def _common_inputs(with_keep_pixels: bool) -> list:
@@ -28,7 +28,7 @@ def _common_inputs(with_keep_pixels: bool) -> list:
     ]
     if with_keep_pixels:
         inputs.append(io.Float.Input(
-            "keep_pixels_rate", **limits.KEEP_PIXELS_RATE.widget(),
+            "keep_pixels_rate", **limits.KEEP_PIXELS_RATE.widget(), **ADVANCED,
             tooltip="A reference taller than this fraction of the edit height is shrunk to it (never enlarged), "
                     "then padded to the edit height. Must be in (0, 1]."))
     inputs += [
@@ -64,6 +64,7 @@ class ACEPlusLoraProcessor(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ACEPlusLoraProcessor",
+            **aliases("face swap", "try on", "logo paste", "in-context"),
             display_name="ACE++ LoRA Processor (drop-in)",
             category=f"{CATEGORY}/legacy",
             description=(
@@ -94,6 +95,7 @@ class ACEPlusFFTProcessor(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ACEPlusFFTProcessor",
+            **aliases("face swap", "try on", "logo paste", "in-context"),
             display_name="ACE++ FFT Processor (drop-in)",
             category=f"{CATEGORY}/legacy",
             description=(
