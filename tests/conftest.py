@@ -108,3 +108,24 @@ def pytest_runtest_makereport(item, call):
     if not any(allowed in reason for allowed in CI_ALLOWED_SKIPS):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where every reference must be present: {reason}"
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connection and name lookup fails (and is recorded): the code under test must not go online."""
+    import socket
+
+    attempts: list[tuple] = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    with pytest.raises(OSError, match="offline"):
+        socket.create_connection(("example.com", 80))
+    attempts.clear()
+    return attempts

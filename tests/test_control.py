@@ -7,7 +7,6 @@ the last tests run every task with sockets blocked.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -320,19 +319,6 @@ def test_neural_tasks_without_a_control_image_name_the_input(task):
 
 
 # ------------------------------------------------------------------------------------------------ no network
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted in an offline test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    with pytest.raises(OSError, match="offline"):
-        socket.create_connection(("example.com", 80))
 
 
 def test_every_task_runs_with_sockets_blocked(no_network):

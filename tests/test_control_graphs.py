@@ -3,7 +3,6 @@ node would give) driving contour_repainting end to end, and the errors a user se
 
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
@@ -21,17 +20,6 @@ HOLE = (20, 30, 40, 50)  # top, left, h, w
 @pytest.fixture
 def probe(comfy_host):
     return comfy_host.node_class_mappings["ACEPlusTestOnlyProbe"].RECORDED.__getitem__
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access attempted in an offline test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 @pytest.fixture

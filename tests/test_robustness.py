@@ -311,21 +311,6 @@ def test_other_adapter_formats_are_not_refused_early(tiny_models, tmp_path, flux
 # ==================================================================== offline graph
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    attempts: list[tuple] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError("network access attempted in an offline test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    return attempts
-
-
 def test_canvas_conditioning_sampler_stitch_run_with_sockets_blocked(comfy_host, tiny_models, no_network):
     """Every kind of node of the pack in one graph (loaders, canvas, conditioning, stitch, cut back, drop-ins),
     through the real executor, with every socket connection refused."""
