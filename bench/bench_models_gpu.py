@@ -133,7 +133,7 @@ def run_config(
     mm.load_models_gpu([patcher], force_full_load=True)
     load_s = time.perf_counter() - t0
     model = patcher.model
-    compute = model.manual_cast_dtype or model.get_dtype()
+    compute = models.compute_dtype(patcher)  # the pack's own public-getter rule
     rows = []
     context = torch.randn(1, TEXT_TOKENS, cfg_kwargs["context_in_dim"], device=device)
     pooled = torch.randn(1, cfg_kwargs["vec_in_dim"], device=device)
