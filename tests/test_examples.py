@@ -2,8 +2,11 @@
 
 * The committed files equal what the generator writes (workflows byte for byte, drawn inputs pixel for pixel).
 * Every UI workflow is well formed (links agree with the nodes' sockets, widgets_values has one value per widget,
-  no two nodes overlap, a Note names every model file and its folder) and uses only node types registered in the
-  running ComfyUI, each from ComfyUI itself or from this pack.
+  no two nodes overlap, a Markdown note names every model file and its folder, every loader node carries the
+  published download URL and folder of each file it names as ``properties.models``) and uses only node types
+  registered in the running ComfyUI, each from ComfyUI itself or from this pack.
+* example_workflows/ (ComfyUI's template browser) holds exactly a byte-equal copy of each of the 13 workflows and
+  its .jpg thumbnail, named so that they sort LoRA family first, then FFT, and need no URL encoding.
 * Every UI workflow converts to the builder's API graph with ``runner/workflow_convert.py``'s ``ui_to_api``
   (skipped while that module is absent), and that graph passes ComfyUI's own validation with the published model
   file names (empty placeholder files stand in for the weights).
@@ -22,15 +25,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import string
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import make_examples as mx
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.append(str(REPO / "tools"))  # the generator is development tooling, not on conftest's path
+import make_examples as mx  # noqa: E402
 WORKFLOWS = {wf.path: wf for wf in mx.workflows()}
 IDS = list(WORKFLOWS)
 MAX_INPUT_BYTES = 3_000_000
@@ -45,6 +50,28 @@ TINY_FILES = {
     mx.VAE: "tiny_taef1.safetensors",
 }
 TINY_TOKENS = 256
+# The published files: name -> (ComfyUI models/ folder, direct download URL).
+HF = "https://huggingface.co"
+PUBLISHED = {
+    "flux1-fill-dev.safetensors":
+        ("diffusion_models", f"{HF}/black-forest-labs/FLUX.1-Fill-dev/resolve/main/flux1-fill-dev.safetensors"),
+    "comfyui_portrait_lora64.safetensors":
+        ("loras", f"{HF}/ali-vilab/ACE_Plus/resolve/main/portrait/comfyui_portrait_lora64.safetensors"),
+    "comfyui_subject_lora16.safetensors":
+        ("loras", f"{HF}/ali-vilab/ACE_Plus/resolve/main/subject/comfyui_subject_lora16.safetensors"),
+    "comfyui_local_lora16.safetensors":
+        ("loras", f"{HF}/ali-vilab/ACE_Plus/resolve/main/local_editing/comfyui_local_lora16.safetensors"),
+    "ace_plus_fft.safetensors": ("diffusion_models", f"{HF}/ali-vilab/ACE_Plus/resolve/main/ace_plus_fft.safetensors"),
+    "ae.safetensors": ("vae", f"{HF}/black-forest-labs/FLUX.1-dev/resolve/main/ae.safetensors"),
+    "clip_l.safetensors": ("text_encoders", f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"),
+    "t5xxl_fp16.safetensors":
+        ("text_encoders", f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors"),
+    "flux1-redux-dev.safetensors":
+        ("style_models", f"{HF}/black-forest-labs/FLUX.1-Redux-dev/resolve/main/flux1-redux-dev.safetensors"),
+    "sigclip_vision_patch14_384.safetensors":
+        ("clip_vision", f"{HF}/Comfy-Org/sigclip_vision_384/resolve/main/sigclip_vision_patch14_384.safetensors"),
+}
+TEMPLATES = REPO / "example_workflows"
 
 
 def _load_ui(path: str) -> dict:
@@ -104,9 +131,30 @@ def test_committed_workflows_equal_the_generator_output(info):
     stale = [rel for rel, text in rendered.items()
              if not (REPO / rel).is_file() or (REPO / rel).read_text() != text]
     assert not stale, f"stale example files, run tools/make_examples.py: {stale}"
-    on_disk = {str(p.relative_to(REPO)) for d in (mx.LORA_DIR, mx.FFT_DIR) for p in d.glob("*.json")}
+    on_disk = {str(p.relative_to(REPO)) for d in (mx.LORA_DIR, mx.FFT_DIR, TEMPLATES) for p in d.glob("*.json")}
     extra = on_disk - set(rendered)
     assert not extra, f"workflow files not made by tools/make_examples.py: {extra}"
+
+
+def test_templates_are_copies_with_thumbnails():
+    """example_workflows/: each workflow once, byte for byte, with its thumbnail; nothing else."""
+    names = sorted(p.stem for p in TEMPLATES.glob("*.json"))
+    assert {p.name for p in TEMPLATES.iterdir()} == {f"{n}{ext}" for n in names for ext in (".json", ".jpg")}
+    originals = {(REPO / f"{path}.json").read_bytes(): path for path in IDS}
+    source = {n: originals.get((TEMPLATES / f"{n}.json").read_bytes()) for n in names}
+    assert None not in source.values(), f"not a copy of a workflow: {[n for n, p in source.items() if p is None]}"
+    # In name order: the LoRA workflows, then the FFT ones (each in README order), each of the 13 once.
+    lora = [p for p in IDS if p.startswith("workflow_example_lora/")]
+    assert [source[n] for n in names] == lora + [p for p in IDS if p not in lora]
+    for n in names:
+        family = "LoRA" if source[n] in lora else "FFT"
+        assert n.startswith("ACE++ ") and f" {family} - " in n, n
+        assert not set(n) - set(string.ascii_letters + string.digits + "+- "), f"{n!r} needs URL encoding"
+    for n, wf in mx.templates().items():
+        with Image.open(TEMPLATES / f"{n}.jpg") as im:
+            assert im.format == "JPEG" and im.size == (384, 384)
+            committed = np.asarray(im.convert("RGB"), np.int16)
+        assert np.abs(committed - mx.jpeg_pixels(mx.thumbnail(wf))).mean() < 1, f"{n}.jpg: run tools/make_examples.py"
 
 
 def test_drawn_inputs_are_current():
@@ -166,7 +214,11 @@ def test_ui_workflow_is_well_formed(info, path):
         assert node["mode"] == 0 and node["flags"] == {}
         if node["type"] in mx.VIRTUAL_NODES:
             continue
-        assert node["properties"] == {"Node name for S&R": node["type"]}
+        properties = {"Node name for S&R": node["type"]}
+        files = [v for v in node["widgets_values"] if isinstance(v, str) and v.endswith(".safetensors")]
+        if files:
+            properties["models"] = [{"name": f, "url": PUBLISHED[f][1], "directory": PUBLISHED[f][0]} for f in files]
+        assert node["properties"] == properties, f"{path}: {node['type']} properties"
         defs = mx.input_defs(info[node["type"]])
         widgets = [d for d in defs if d.is_widget]
         expected = len(widgets) + sum(d.has_control for d in widgets) + mx.has_upload_widget(info[node["type"]])
@@ -187,11 +239,12 @@ def test_ui_workflow_is_well_formed(info, path):
         gx, gy, gw, gh = group["bounding"]
         inside = [i for i, (x, y, w, h) in boxes.items() if gx <= x and x + w <= gx + gw and gy <= y and y + h <= gy + gh]
         assert inside, f"{path}: group {group['title']} is empty"
-    notes = [n for n in ui["nodes"] if n["type"] == "Note"]
+    notes = [n for n in ui["nodes"] if n["type"] == "MarkdownNote"]
     assert len(notes) == 1
     text = notes[0]["widgets_values"][0]
     for folder, name in WORKFLOWS[path].model_files():
-        assert f"{folder}/{name}" in text, f"{path}: the Note does not say where {name} goes"
+        assert f"`{folder}/{name}` from <{PUBLISHED[name][1]}>" in text, f"{path}: the note does not say where {name} goes"
+    assert f"{Path(path).parent.name}/inputs/" in text, f"{path}: the note does not say where the example inputs are"
     assert "MaskPreview+" not in {n["type"] for n in ui["nodes"]}
 
 

@@ -5,9 +5,13 @@
 Each example is an API graph (the same node/inputs shape as ``tests/graphs.py``) plus a column for every node.
 :func:`to_ui` turns it into the workflow JSON the frontend saves (``nodes``, ``links``, ``groups``,
 ``widgets_values`` in each node definition's widget order, ...), using the node definitions (object_info) of the
-in-process ComfyUI that ``runner/comfy_host.py`` boots, so the files always match the nodes they name. Running the
-script rewrites every file under ``workflow_example_lora/`` and ``workflow_example_fft/`` deterministically;
-``tests/test_examples.py`` checks that the committed files equal what it generates.
+in-process ComfyUI that ``runner/comfy_host.py`` boots, so the files always match the nodes they name. Every loader
+node carries its files' download rows (``properties.models``, from the one table :data:`MODELS`), so the
+frontend's missing-models list offers the downloads. Running the script rewrites every file under
+``workflow_example_lora/`` and ``workflow_example_fft/`` deterministically, and their copies in
+``example_workflows/`` (what ComfyUI's template browser lists, named by :func:`templates`) with a thumbnail each
+(:func:`thumbnail`, made from the workflow's input pictures); ``tests/test_examples.py`` checks that the committed
+files equal what it generates.
 
 Inputs: the masks, the logo and the garment are drawn here (written only when their pixels change). The photos
 come from scikit-image's sample data (public domain / CC0): pass ``--photos`` the scikit-image wheel
@@ -50,31 +54,32 @@ T5 = "t5xxl_fp16.safetensors"
 REDUX = "flux1-redux-dev.safetensors"
 SIGCLIP = "sigclip_vision_patch14_384.safetensors"
 
-ACE_REPO = "huggingface.co/ali-vilab/ACE_Plus"
-MODEL_SOURCES = {
-    FILL: "huggingface.co/black-forest-labs/FLUX.1-Fill-dev (accept the licence there first)",
-    FFT: ACE_REPO,
-    PORTRAIT_LORA: f"{ACE_REPO}, folder portrait/",
-    SUBJECT_LORA: f"{ACE_REPO}, folder subject/",
-    LOCAL_LORA: f"{ACE_REPO}, folder local_editing/",
-    VAE: "huggingface.co/black-forest-labs/FLUX.1-Fill-dev (the FLUX VAE)",
-    CLIP_L: "huggingface.co/comfyanonymous/flux_text_encoders",
-    T5: "huggingface.co/comfyanonymous/flux_text_encoders",
-    REDUX: "huggingface.co/black-forest-labs/FLUX.1-Redux-dev",
-    SIGCLIP: "huggingface.co/Comfy-Org/sigclip_vision_384",
+FFT_FP8 = "ace_plus_fft_fp8.safetensors"  # named in no workflow: the FFT notes offer it
+
+# The one model table: file -> (ComfyUI models/ folder, direct download URL of the published file). Every loader
+# node carries its files' rows as ``properties.models`` (the frontend's missing-models list offers the download).
+HF = "https://huggingface.co"
+ACE = f"{HF}/ali-vilab/ACE_Plus/resolve/main"
+MODELS = {
+    FILL: ("diffusion_models", f"{HF}/black-forest-labs/FLUX.1-Fill-dev/resolve/main/{FILL}"),
+    PORTRAIT_LORA: ("loras", f"{ACE}/portrait/{PORTRAIT_LORA}"),
+    SUBJECT_LORA: ("loras", f"{ACE}/subject/{SUBJECT_LORA}"),
+    LOCAL_LORA: ("loras", f"{ACE}/local_editing/{LOCAL_LORA}"),
+    FFT: ("diffusion_models", f"{ACE}/{FFT}"),
+    FFT_FP8: ("diffusion_models", f"{ACE}/{FFT_FP8}"),
+    VAE: ("vae", f"{HF}/black-forest-labs/FLUX.1-dev/resolve/main/{VAE}"),
+    CLIP_L: ("text_encoders", f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/{CLIP_L}"),
+    T5: ("text_encoders", f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/{T5}"),
+    REDUX: ("style_models", f"{HF}/black-forest-labs/FLUX.1-Redux-dev/resolve/main/{REDUX}"),
+    SIGCLIP: ("clip_vision", f"{HF}/Comfy-Org/sigclip_vision_384/resolve/main/{SIGCLIP}"),
 }
-# (node type, input name) -> the ComfyUI models/ folder that input's file is read from.
-MODEL_INPUTS = {
-    ("UNETLoader", "unet_name"): "diffusion_models",
-    ("ACEPlusLoader", "unet_name"): "diffusion_models",
-    ("LoraLoaderModelOnly", "lora_name"): "loras",
-    ("ACEPlusLoraLoader", "lora_name"): "loras",
-    ("VAELoader", "vae_name"): "vae",
-    ("DualCLIPLoader", "clip_name1"): "text_encoders",
-    ("DualCLIPLoader", "clip_name2"): "text_encoders",
-    ("StyleModelLoader", "style_model_name"): "style_models",
-    ("CLIPVisionLoader", "clip_name"): "clip_vision",
-}
+GATED = (FILL, VAE, REDUX)  # Black Forest Labs repositories: accept the licence on the model page first
+# The (node type, input) pairs that name a model file.
+MODEL_INPUTS = (
+    ("UNETLoader", "unet_name"), ("ACEPlusLoader", "unet_name"), ("LoraLoaderModelOnly", "lora_name"),
+    ("ACEPlusLoraLoader", "lora_name"), ("VAELoader", "vae_name"), ("DualCLIPLoader", "clip_name1"),
+    ("DualCLIPLoader", "clip_name2"), ("StyleModelLoader", "style_model_name"), ("CLIPVisionLoader", "clip_name"),
+)
 
 # Official defaults (ACE++ example workflows).
 STEPS = 28
@@ -222,7 +227,7 @@ class Workflow:
         return node
 
     def note(self, text: str) -> Node:
-        return self.add("Note", 0, title="Read me", color="yellow", text=text)
+        return self.add("MarkdownNote", 0, title="Read me", color="yellow", text=text)
 
     def node(self, node_id: int) -> Node:
         return self.nodes[node_id - 1]
@@ -231,13 +236,18 @@ class Workflow:
         """(folder, file name) of every model file the graph loads, in node order."""
         out = []
         for n in self.nodes:
-            for (node_type, key), folder in MODEL_INPUTS.items():
-                if n.type == node_type and key in n.inputs and (folder, n.inputs[key]) not in out:
-                    out.append((folder, n.inputs[key]))
+            for name in node_model_files(n):
+                if (MODELS[name][0], name) not in out:
+                    out.append((MODELS[name][0], name))
         return out
 
     def image_files(self) -> list[str]:
         return [n.inputs["image"] for n in self.nodes if n.type in ("LoadImage", "LoadImageMask")]
+
+
+def node_model_files(node: Node) -> list[str]:
+    """The model files one node names, in input order."""
+    return [node.inputs[key] for node_type, key in MODEL_INPUTS if node.type == node_type and key in node.inputs]
 
 
 def _check_node(wf: Workflow, node: Node, info: dict[str, dict]) -> None:
@@ -441,6 +451,10 @@ def to_ui(wf: Workflow, info: dict[str, dict]) -> dict:
                 outputs.append(out)
             entry["outputs"] = outputs
             entry["properties"] = {"Node name for S&R": node.type}
+            files = node_model_files(node)
+            if files:
+                entry["properties"]["models"] = [{"name": f, "url": MODELS[f][1], "directory": MODELS[f][0]}
+                                                 for f in files]
             entry["widgets_values"] = _widget_values(node, ni)
         if node.title:
             entry["title"] = node.title
@@ -568,15 +582,29 @@ def _canvas_to_result(wf: Workflow, model: Node, positive: Node, negative: Node,
     return out
 
 
+def _md(text: str) -> str:
+    """Plain note text as Markdown: ``\\{image\\}`` (what to type in a prompt box) in a code span, so the
+    backslashes stay visible."""
+    return text.replace("\\{image\\}", "`\\{image\\}`")
+
+
 def note_text(wf: Workflow, what: str, connect: list[str], tips: list[str]) -> str:
-    """The Note: what the workflow does, what to connect, the model files and their folders, tips."""
-    lines = [wf.title, "", what, "", "CONNECT / SET"]
-    lines += [f"- {c}" for c in connect]
-    lines += ["", "MODELS (download, put in ComfyUI/models/<folder>/)"]
+    """The Read me (Markdown): what the workflow does, what to connect, the model files (folder, download), where
+    the example inputs are, tips."""
+    lines = [f"**{wf.title}**", "", what, "", "**CONNECT / SET**"]
+    lines += [f"- {_md(c)}" for c in connect]
+    lines += ["", "**MODELS** (download, put in `ComfyUI/models/<folder>/`; when one is missing ComfyUI lists it "
+                  "with its download link)"]
     for folder, name in wf.model_files():
-        lines.append(f"- {folder}/{name}  <- {MODEL_SOURCES[name]}")
-    lines += ["", "TIPS"]
-    lines += [f"- {t}" for t in tips]
+        gated = " (accept the licence on its model page first)" if name in GATED else ""
+        lines.append(f"- `{folder}/{name}` from <{MODELS[name][1]}>{gated}")
+    inputs = f"{Path(wf.path).parent.name}/inputs"
+    lines += ["", "**EXAMPLE INPUTS**",
+              f"- The pictures this workflow opens ({', '.join(f'`{n}`' for n in wf.image_files())}) come with "
+              f"this node pack, in `ComfyUI/custom_nodes/<pack folder>/{inputs}/`: copy them into "
+              "`ComfyUI/input/`, or load your own images in the green nodes."]
+    lines += ["", "**TIPS**"]
+    lines += [f"- {_md(t)}" for t in tips]
     return "\n".join(lines)
 
 
@@ -763,6 +791,8 @@ def redux_reference_editing() -> Workflow:
 FFT_TIPS = [
     "The ACE++ FFT model does every task with one model: no LoRA. Set ACE++ Canvas layout to fft (ACE++ "
     "Conditioning refuses a canvas built for the other model and says so).",
+    f"Less GPU memory: `{FFT_FP8}` (half the size, also in `{MODELS[FFT_FP8][0]}`, from <{MODELS[FFT_FP8][1]}>) "
+    "in ACE++ FFT Loader; it stays fp8 in memory, computation is bf16.",
 ]
 
 
@@ -856,13 +886,49 @@ def workflows() -> list[Workflow]:
     return [make() for make in EXAMPLES]
 
 
+# ComfyUI's template browser lists a pack's example_workflows/*.json (the file name is the title) with the .jpg of
+# the same name as thumbnail. The copies are numbered so that they sort in this order: the LoRA family, then FFT.
+TEMPLATES_DIR = REPO / "example_workflows"
+TEMPLATE_LABELS = {
+    "workflow_example_lora/face_swap": "face swap",
+    "workflow_example_lora/portrait_reference_generation": "portrait reference generation",
+    "workflow_example_lora/subject_reference_generation": "subject reference generation",
+    "workflow_example_lora/logo_paste": "logo paste",
+    "workflow_example_lora/virtual_try_on": "virtual try-on",
+    "workflow_example_lora/local_editing": "local editing",
+    "workflow_example_lora/local_control_editing": "local control editing",
+    "workflow_example_lora/redux_reference_generation": "Redux portrait generation",
+    "workflow_example_lora/redux_reference_editing": "Redux logo paste",
+    "workflow_example_fft/reference_generation": "portrait reference generation",
+    "workflow_example_fft/reference_editing": "reference editing",
+    "workflow_example_fft/no_preprocess": "super-resolution",
+    "workflow_example_fft/control_preprocess": "recolorizing",
+}
+# Template names go into URLs unencoded (the frontend fetches /api/workflow_templates/<pack>/<name>.json and .jpg).
+TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9+ -]+$")
+
+
+def templates() -> dict[str, Workflow]:
+    """{template name: workflow}, e.g. "ACE++ 01 LoRA - face swap"."""
+    out = {}
+    for i, wf in enumerate(workflows(), 1):
+        family = "FFT" if wf.path.startswith(FFT_DIR.name) else "LoRA"
+        name = f"ACE++ {i:02d} {family} - {TEMPLATE_LABELS[wf.path]}"
+        if not TEMPLATE_NAME.match(name):
+            raise ValueError(f"template name {name!r} needs URL encoding")
+        out[name] = wf
+    return out
+
+
 def render(info: dict[str, dict]) -> dict[str, str]:
-    """{repository-relative path: file text} of every generated workflow file."""
+    """{repository-relative path: file text} of every generated workflow file (the templates: copies)."""
     files = {}
     for wf in workflows():
         files[f"{wf.path}.json"] = dump_ui(to_ui(wf, info))
         if wf.api_export:
             files[f"{wf.path}_api.json"] = dump_api(to_api(wf, info))
+    for name, wf in templates().items():
+        files[f"{TEMPLATES_DIR.name}/{name}.json"] = files[f"{wf.path}.json"]
     for folder in (LORA_DIR, FFT_DIR):
         files[str((folder / "inputs" / "README.md").relative_to(REPO))] = inputs_readme(folder)
     return files
@@ -1066,6 +1132,94 @@ def write_inputs(photos: Path | None) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Template thumbnails: the workflow's own input pictures
+# --------------------------------------------------------------------------------------------------
+
+THUMB = 384
+THUMB_QUALITY = 85
+MASK_TINT = (40, 150, 255)  # light blue: stands out on the warm photos
+
+
+def _load_image_node(wf: Workflow, link: Out) -> Node:
+    """The LoadImage/LoadImageMask node an image socket reads from (through ImageScaleBy)."""
+    node = wf.node(link.node)
+    while node.type == "ImageScaleBy":
+        node = wf.node(node.inputs["image"].node)
+    return node
+
+
+def _cover(im, size: int):
+    """``im`` scaled to cover a size x size square, centre-cropped."""
+    from PIL import Image
+
+    scale = size / min(im.size)
+    w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
+    resample = Image.Resampling.NEAREST if scale > 3 else Image.Resampling.LANCZOS  # a low-res input stays blocky
+    im = im.resize((w, h), resample)
+    x, y = (w - size) // 2, (h - size) // 2
+    return im.crop((x, y, x + size, y + size))
+
+
+def thumbnail(wf: Workflow):
+    """The template picture: the edit image (mask tinted) or, for reference-only generation, the reference,
+    filling the square; with both, the reference inset in the lower left corner."""
+    from PIL import Image, ImageOps
+
+    folder = REPO / Path(wf.path).parent / "inputs"
+    canvas = next(n for n in wf.nodes if n.type == "ACEPlusCanvas").inputs
+
+    def picture(key: str, mode: str = "RGB"):
+        if key not in canvas:
+            return None
+        with Image.open(folder / _load_image_node(wf, canvas[key]).inputs["image"]) as im:
+            return im.convert(mode)
+
+    ref, edit, mask = picture("reference_image"), picture("edit_image"), picture("edit_mask", "L")
+    if edit is None:
+        return _cover(ref, THUMB)
+    if mask is not None:
+        tint = Image.new("RGB", edit.size, MASK_TINT)
+        edit = Image.composite(Image.blend(edit, tint, 0.5), edit, mask.point(lambda v: 255 if v > 127 else 0))
+    out = _cover(edit, THUMB)
+    if ref is not None:
+        inset = ImageOps.contain(ref, (THUMB * 2 // 5, THUMB * 2 // 5), Image.Resampling.LANCZOS)
+        inset = ImageOps.expand(inset, border=3, fill=(255, 255, 255))
+        out.paste(inset, (8, THUMB - inset.height - 8))
+    return out
+
+
+def jpeg_pixels(im):
+    """What ``im`` looks like once saved as a thumbnail (JPEG) and read back, as a numpy array."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=THUMB_QUALITY, optimize=True)
+    with Image.open(buf) as back:
+        return np.asarray(back.convert("RGB"), dtype=np.int16)
+
+
+def write_thumbnails() -> list[str]:
+    """example_workflows/<template>.jpg for every template (rewritten only when its pixels change)."""
+    import numpy as np
+    from PIL import Image
+
+    written = []
+    TEMPLATES_DIR.mkdir(exist_ok=True)
+    for name, wf in templates().items():
+        path = TEMPLATES_DIR / f"{name}.jpg"
+        im = thumbnail(wf)
+        if path.is_file():
+            with Image.open(path) as old:
+                if old.size == im.size and np.abs(np.asarray(old.convert("RGB"), np.int16) -
+                                                  jpeg_pixels(im)).mean() < 1:
+                    continue
+        im.save(path, "JPEG", quality=THUMB_QUALITY, optimize=True)
+        written.append(str(path.relative_to(REPO)))
+    return written
+
+
+# --------------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------------
 
@@ -1093,15 +1247,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--photos", type=Path, help="scikit-image wheel (or folder with its sample PNGs)")
     args = ap.parse_args(argv)
-    for path in write_inputs(args.photos):
+    for path in write_inputs(args.photos) + write_thumbnails():
         print(f"wrote {path}")
     info = boot_info()
-    for rel, text in render(info).items():
+    files = render(info)
+    for rel, text in files.items():
         path = REPO / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_text() != text:
             path.write_text(text)
             print(f"wrote {rel}")
+    stale = set(TEMPLATES_DIR.glob("*.*")) - {REPO / rel for rel in files} - \
+        {TEMPLATES_DIR / f"{name}.jpg" for name in templates()}
+    for path in sorted(stale):  # a renamed template: its old copy and picture go
+        path.unlink()
+        print(f"removed {path.relative_to(REPO)}")
     print("example workflows up to date")
     return 0
 

@@ -1,24 +1,32 @@
 // TEST ONLY: load workflows into ComfyUI's real frontend in headless Debian chromium and report what it sees.
 //
-//   node check_workflows.mjs URL OUT_DIR JOBS.json
+//   node check_workflows.mjs URL OUT_DIR JOBS.json [PACK.json]
 //
 // JOBS.json: [{"file": PATH, "name": NAME, "screenshot": true|false}, ...]. All workflows are loaded one after the
 // other into one page. For each: the node types the frontend does not know, the API prompt of
 // app.graphToPrompt() (or the error it threw) and, when asked, a screenshot (OUT_DIR/<name>.png). Results go to
 // OUT_DIR/results.json with the frontend's version. Never downloads a browser: it drives /usr/bin/chromium
 // (override with CHROMIUM).
+//
+// PACK.json (optional): first, in the same page, what the frontend shows of the pack (pack_ui.mjs: templates,
+// missing models, help page, locale; in results.json as "pack"), then the empty files it lists under
+// "placeholders" are written (the model files that had to be absent until then) and the frontend reloads its
+// model lists, before the jobs.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
+import { checkPackUi } from "./pack_ui.mjs";
 
-const [url, outDir, jobsFile] = process.argv.slice(2);
+const [url, outDir, jobsFile, packFile] = process.argv.slice(2);
 const jobs = JSON.parse(fs.readFileSync(jobsFile, "utf8"));
+const packConfig = packFile ? JSON.parse(fs.readFileSync(packFile, "utf8")) : null;
 fs.mkdirSync(outDir, { recursive: true });
 const userDataDir = fs.mkdtempSync(path.join(outDir, "profile-"));
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   headless: true,
   viewport: { width: 2000, height: 1150 },
+  permissions: ["clipboard-read", "clipboard-write"],  // the newer missing-models list copies its URLs
   args: [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
@@ -35,6 +43,19 @@ await page.waitForFunction(() => window.app && window.app.graph && window.LiteGr
 // Dismiss first-run banners/dialogs if any (no network: nothing else to do with them).
 await page.keyboard.press("Escape");
 const frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ || null);
+let pack = null;
+if (packConfig) {
+  pack = await checkPackUi(page, packConfig);
+  for (const file of packConfig.placeholders || []) {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, "");
+  }
+  await page.evaluate(async () => {
+    await window.app.refreshComboInNodes();
+    const toast = window.app.extensionManager.toast;  // "Node definitions updated": not in the screenshots
+    if (toast && toast.removeAll) toast.removeAll();
+  });
+}
 
 const results = [];
 let small = false;
@@ -93,5 +114,5 @@ for (const job of jobs) {
   results.push({ file: job.file, name: job.name, ms: Date.now() - started, ...result });
 }
 fs.writeFileSync(path.join(outDir, "results.json"),
-  JSON.stringify({ frontendVersion, results, consoleErrors }, null, 1));
+  JSON.stringify({ frontendVersion, pack, results, consoleErrors }, null, 1));
 await context.close();
