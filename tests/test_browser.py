@@ -4,7 +4,7 @@ Every test runs once per frontend: the one ComfyUI 0.3.75 pins (``comfyui-fronte
 and the newest on PyPI (tools/test.sh installs it into ``$ACE_HOST_DIR/frontend-latest``; the server gets
 ``--front-end-root``); the test ids name the version. One server per frontend, one page for all workflows:
 
-* our 13 UI-format examples: no missing node types, a screenshot each (``ACE_UPDATE_SCREENSHOTS=1`` copies the
+* our 16 UI-format examples: no missing node types, a screenshot each (``ACE_UPDATE_SCREENSHOTS=1`` copies the
   pinned frontend's to docs/screenshots/), ``app.graphToPrompt()`` equals the runner's conversion
   (runner/workflow_convert.py) and the prompt passes ComfyUI's own validation with the published model names;
 * the nine official ACE++ workflows: they miss only the third-party ``MaskPreview+``; the frontend gets a copy
@@ -17,7 +17,7 @@ and the newest on PyPI (tools/test.sh installs it into ``$ACE_HOST_DIR/frontend-
 Before those, in the same page (tests/browser/pack_ui.mjs, read from the DOM), with the model files our examples
 name still absent (their placeholders are written afterwards, then the frontend reloads its model lists):
 
-* the template browser lists the pack's 13 example_workflows/ under the pack's own category, each card with its
+* the template browser lists the pack's 16 example_workflows/ under the pack's own category, each card with its
   .jpg thumbnail; a card opens its workflow;
 * each example opens the frontend's missing-models list (the pinned frontend: a dialog; the newest: the issues
   panel), which lists every model file of the workflow with its folder and download URL, as published;
@@ -487,7 +487,7 @@ def _listed_models(shown: dict, pinned: bool) -> set[tuple[str, str, str]]:
 
 def test_template_browser_lists_the_examples_with_thumbnails(browser_results, server):
     names = _template_names()
-    assert len(names) == 13, f"example_workflows/ holds {len(names)} workflows"
+    assert len(names) == len(_example_workflows()) == 16, f"example_workflows/ holds {len(names)} workflows"
     t = _pack_part(browser_results, "templates")
     assert sorted(t["listed"].get(PACK, [])) == names, f"/api/workflow_templates: {t['listed']}"
     assert sorted(t["cards"]) == names, f"the pack's category in the template browser shows {t['cards']}"
@@ -508,7 +508,7 @@ def test_template_browser_lists_the_examples_with_thumbnails(browser_results, se
 def test_missing_models_list_every_file_with_its_download(browser_results, server):
     shown = {r["file"]: r for r in _pack_part(browser_results, "missingModels")}
     examples = _example_workflows()
-    assert len(examples) == 13 and set(shown) == {str(f) for f in examples}
+    assert len(examples) == 16 and set(shown) == {str(f) for f in examples}
     for f in examples:
         expected = _published_models(json.loads(f.read_text()))
         assert expected, f"{f.name} names no model file"

@@ -5,7 +5,7 @@
   no two nodes overlap, a Markdown note names every model file and its folder, every loader node carries the
   published download URL and folder of each file it names as ``properties.models``) and uses only node types
   registered in the running ComfyUI, each from ComfyUI itself or from this pack.
-* example_workflows/ (ComfyUI's template browser) holds exactly a byte-equal copy of each of the 13 workflows and
+* example_workflows/ (ComfyUI's template browser) holds exactly a byte-equal copy of each of the 16 workflows and
   its .jpg thumbnail, named so that they sort LoRA family first, then FFT, and need no URL encoding.
 * Every UI workflow converts to the builder's API graph with ``runner/workflow_convert.py``'s ``ui_to_api``
   (skipped while that module is absent), and that graph passes ComfyUI's own validation with the published model
@@ -143,7 +143,7 @@ def test_templates_are_copies_with_thumbnails():
     originals = {(REPO / f"{path}.json").read_bytes(): path for path in IDS}
     source = {n: originals.get((TEMPLATES / f"{n}.json").read_bytes()) for n in names}
     assert None not in source.values(), f"not a copy of a workflow: {[n for n, p in source.items() if p is None]}"
-    # In name order: the LoRA workflows, then the FFT ones (each in README order), each of the 13 once.
+    # In name order: the LoRA workflows, then the FFT ones (each in README order), each once.
     lora = [p for p in IDS if p.startswith("workflow_example_lora/")]
     assert [source[n] for n in names] == lora + [p for p in IDS if p not in lora]
     for n in names:
@@ -332,10 +332,15 @@ def test_example_runs_end_to_end_on_tiny_models(comfy_host, tiny_models, info, s
     out = _load(saved, "RGB")
     stitch = next(n for n in prompt.values() if n["class_type"] == "ACEPlusStitch")["inputs"]
     canvas = next(n for n in prompt.values() if n["class_type"] == "ACEPlusCanvas")["inputs"]
+    pads = [canvas.get(f"outpaint_{side}", 0) for side in ("top", "bottom", "left", "right")]
     if "original_image" in stitch:
         w, h = _image_size(prompt, stitch["original_image"], comfy_host.input_dir)
     else:
         w, h = canvas["width"], canvas["height"]
+    if any(pads):  # outpainting: the enlarged photo, the original pixels in place
+        photo = _load(comfy_host.input_dir / prompt[stitch["original_image"][0]]["inputs"]["image"], "RGB")
+        assert np.array_equal(out[pads[0] : pads[0] + h, pads[2] : pads[2] + w], photo), path
+        w, h = w + pads[2] + pads[3], h + pads[0] + pads[1]
     assert out.shape == (h, w, 3), f"{path}: output {out.shape[1]}x{out.shape[0]}, expected {w}x{h}"
     if "mask" in stitch:  # a local edit: the photo is unchanged away from the (grown, feathered) mask
         photo_link = stitch["original_image"]

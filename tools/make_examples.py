@@ -553,9 +553,10 @@ def _redux(wf: Workflow, conditioning: Node, image: Node, strength: float, stren
 
 def _canvas_to_result(wf: Workflow, model: Node, positive: Node, negative: Node, vae: Node, *, layout: str,
                       task: str, ref: Node | None, edit: Node | None, mask: Node | None, crop_to_mask: bool,
-                      prefix: str, width: int = 1024, height: int = 1024) -> Node:
-    """ACE++ Canvas -> ACE++ Conditioning -> KSampler -> VAEDecode -> ACE++ Stitch -> SaveImage."""
-    links = {}
+                      prefix: str, width: int = 1024, height: int = 1024, canvas_extra: dict | None = None) -> Node:
+    """ACE++ Canvas -> ACE++ Conditioning -> KSampler -> VAEDecode -> ACE++ Stitch -> SaveImage. ``canvas_extra``:
+    more ACE++ Canvas inputs; with a soft_seam_px the canvas's soft_mask becomes the sampler's noise mask."""
+    links = dict(canvas_extra or {})
     if ref is not None:
         links["reference_image"] = ref[0]
     if edit is not None:
@@ -565,9 +566,10 @@ def _canvas_to_result(wf: Workflow, model: Node, positive: Node, negative: Node,
     canvas = wf.add("ACEPlusCanvas", 4, color="blue", layout=layout, task=task, reference_mode="auto",
                     max_image_tokens=TOKENS, keep_pixels_rate=0.8, width=width, height=height,
                     crop_to_mask=crop_to_mask, **links)
+    soft = {"sampling_mask": canvas[5]} if links.get("soft_seam_px") else {}
     cond = wf.add("ACEPlusCanvasConditioning", 4, color="blue", model=model[0], positive=positive[0],
                   negative=negative[0], vae=vae[0], uc_image=canvas[1], c_image=canvas[2], mask=canvas[3],
-                  geometry=canvas[4], noise_mask=True)
+                  geometry=canvas[4], noise_mask=True, **soft)
     samples = wf.add("KSampler", 5, model=cond[0], seed=SEED, steps=STEPS, cfg=1.0, sampler_name="euler",
                      scheduler="normal", positive=cond[1], negative=cond[2], latent_image=cond[3], denoise=1.0)
     decoded = wf.add("VAEDecode", 5, samples=samples[0], vae=vae[0])
@@ -749,6 +751,68 @@ def local_control_editing() -> Workflow:
     return wf
 
 
+def virtual_try_on_front_back() -> Workflow:
+    wf = Workflow("workflow_example_lora/virtual_try_on_front_back",
+                  "ACE++ virtual try-on with the garment's front and back, soft seams (subject LoRA)", COLUMNS)
+    model = _fill_model(wf, SUBJECT_LORA)
+    pos, neg, vae = _text(wf, "The woman dresses this striped shirt.")
+    ref, img, msk = _images(wf, "striped_shirt.png", "astronaut.png", "astronaut_suit_mask.png")
+    back = wf.add("LoadImage", 2, title="Reference image 2 (the back)", color="green", image="striped_shirt_back.png")
+    _canvas_to_result(wf, model, pos, neg, vae, layout="lora", task="repainting", ref=ref, edit=img, mask=msk,
+                      crop_to_mask=True, prefix="virtual_try_on_front_back",
+                      canvas_extra={"reference_image_2": back[0], "soft_seam_px": 16})
+    wf.note(note_text(
+        wf, "Dresses the person in the garment shown from the front (reference image) and the back (reference "
+        "image 2), with soft seams: the sampler's noise mask fades out over 16 px (soft_seam_px) while the model "
+        "sees the exact mask.",
+        ["Reference image: the garment's front; reference image 2: its back (experimental: the released models "
+         "were trained with one reference; compare with the one-reference try-on).",
+         "Edit image: the person. Edit mask: white over the clothes to replace, same size as the photo.",
+         "ACE++ Canvas soft_mask -> ACE++ Conditioning sampling_mask carries the soft seam (Differential Diffusion "
+         "is on the model)."],
+        [*LOCAL_TIPS, *COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
+def outpainting() -> Workflow:
+    wf = Workflow("workflow_example_lora/outpainting", "ACE++ outpainting: a photo widened (local LoRA)", COLUMNS)
+    model = _fill_model(wf, LOCAL_LORA)
+    pos, neg, vae = _text(wf, "{image} an espresso cup on a saucer on a wooden cafe table, more of the table and "
+                              "the cafe around it.")
+    _, img, _ = _images(wf, None, "coffee.jpg", None)
+    _canvas_to_result(wf, model, pos, neg, vae, layout="lora", task="repainting", ref=None, edit=img, mask=None,
+                      crop_to_mask=False, prefix="outpainting",
+                      canvas_extra={"outpaint_left": 200, "outpaint_right": 200})
+    wf.note(note_text(
+        wf, "Widens the photo by 200 px on the left and the right (outpaint_* on ACE++ Canvas); ACE++ Stitch "
+        "returns the 1000x400 photo with the original 600x400 pixels unchanged.",
+        ["Edit image: the photo. No mask: with outpainting an empty edit_mask marks only the new area (connect a "
+         "mask to repaint parts of the photo too).",
+         "ACE++ Canvas outpaint_top / bottom / left / right: how far to extend each side.",
+         "Prompt: describe the whole, wider scene; {image} refers to the edit image."],
+        [*COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
+def guided_repainting() -> Workflow:
+    wf = Workflow("workflow_example_lora/guided_repainting",
+                  "ACE++ repainting that keeps the shape (repainting_scale, local LoRA)", COLUMNS)
+    model = _fill_model(wf, LOCAL_LORA)
+    pos, neg, vae = _text(wf, "{image} a glossy red ceramic cup and saucer.")
+    _, img, msk = _images(wf, None, "coffee.jpg", "coffee_cup_mask.png")
+    _canvas_to_result(wf, model, pos, neg, vae, layout="lora", task="repainting", ref=None, edit=img, mask=msk,
+                      crop_to_mask=True, prefix="guided_repainting", canvas_extra={"repainting_scale": 0.6})
+    wf.note(note_text(
+        wf, "Repaints the cup but keeps a faint version of it under the mask (repainting_scale 0.6, the official "
+        "inference's formula), so the new cup follows the old one's shape and light.",
+        ["Edit image: the photo. Edit mask: white over what to repaint.",
+         "ACE++ Canvas repainting_scale: 1 blanks the masked area (plain repainting), 0 keeps it as it is (like "
+         "no_preprocess); 0.4-0.8 keeps its structure.",
+         "Prompt: describe the result; {image} refers to the edit image."],
+        [*LOCAL_TIPS, *COMMON_TIPS, LOW_MEMORY_TIP]))
+    return wf
+
+
 def redux_reference_generation() -> Workflow:
     wf = Workflow("workflow_example_lora/redux_reference_generation",
                   "ACE++ portrait generation with Redux (portrait LoRA + FLUX.1-Redux)", COLUMNS_REDUX)
@@ -878,7 +942,7 @@ def fft_control_preprocess() -> Workflow:
 EXAMPLES = (
     face_swap, portrait_reference_generation, subject_reference_generation, logo_paste, virtual_try_on,
     local_editing, local_control_editing, redux_reference_generation, redux_reference_editing,
-    fft_reference_generation, fft_reference_editing, fft_no_preprocess, fft_control_preprocess,
+    virtual_try_on_front_back, outpainting, guided_repainting, fft_reference_generation, fft_reference_editing, fft_no_preprocess, fft_control_preprocess,
 )
 
 
@@ -899,6 +963,9 @@ TEMPLATE_LABELS = {
     "workflow_example_lora/local_control_editing": "local control editing",
     "workflow_example_lora/redux_reference_generation": "Redux portrait generation",
     "workflow_example_lora/redux_reference_editing": "Redux logo paste",
+    "workflow_example_lora/virtual_try_on_front_back": "try-on front and back",
+    "workflow_example_lora/outpainting": "outpainting",
+    "workflow_example_lora/guided_repainting": "repainting that keeps the shape",
     "workflow_example_fft/reference_generation": "portrait reference generation",
     "workflow_example_fft/reference_editing": "reference editing",
     "workflow_example_fft/no_preprocess": "super-resolution",
@@ -976,8 +1043,9 @@ def draw_logo():
     return im.resize((256, 256), Image.Resampling.LANCZOS)
 
 
-def draw_shirt():
-    """A made-up navy/white striped long-sleeve shirt on white, 320x384."""
+def draw_shirt(back: bool = False):
+    """A made-up navy/white striped long-sleeve shirt on white, 320x384 (``back``: seen from behind: a high
+    collar band and a yoke seam across the shoulders)."""
     from PIL import Image, ImageDraw
 
     w, h = 320 * SS, 384 * SS
@@ -992,8 +1060,13 @@ def draw_shirt():
     im = Image.new("RGB", (w, h), (255, 255, 255))
     im.paste(stripes, (0, 0), shape)
     collar = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(collar).ellipse((136 * SS, 14 * SS, 184 * SS, 54 * SS), fill=255)
-    im.paste((255, 255, 255), (0, 0), collar)
+    if back:
+        d = ImageDraw.Draw(im)
+        d.rectangle((120 * SS, 20 * SS, 200 * SS, 38 * SS), fill=(25, 40, 90))  # collar band
+        d.line([(60 * SS, 70 * SS), (260 * SS, 70 * SS)], fill=(250, 250, 245), width=4 * SS)  # yoke seam
+    else:
+        ImageDraw.Draw(collar).ellipse((136 * SS, 14 * SS, 184 * SS, 54 * SS), fill=255)
+        im.paste((255, 255, 255), (0, 0), collar)
     return im.resize((320, 384), Image.Resampling.LANCZOS)
 
 
@@ -1001,6 +1074,7 @@ DRAWN = {
     # file -> builder; masks are the size of the photo they belong to
     "ace_logo.png": draw_logo,
     "striped_shirt.png": draw_shirt,
+    "striped_shirt_back.png": lambda: draw_shirt(back=True),
     "astronaut_head_mask.png": lambda: _mask((512, 512), [("ellipse", (144, 6, 312, 200))]),
     "astronaut_suit_mask.png": lambda: _mask((512, 512), [("polygon", [
         (20, 512), (18, 340), (35, 280), (75, 240), (115, 215), (125, 265), (170, 292), (250, 292), (295, 265),
@@ -1039,6 +1113,8 @@ INPUT_DOCS = {  # file -> (what it is, source and license)
                            _SKIMAGE.format("chelsea", "chelsea.png") + ", photograph by Stefan van der Walt: CC0"),
     "ace_logo.png": ("a made-up logo (sun over two peaks in a ring)", _DRAWN_LICENSE),
     "striped_shirt.png": ("a made-up striped shirt: the garment of the try-on example", _DRAWN_LICENSE),
+    "striped_shirt_back.png": ("the same made-up shirt from behind (collar band, yoke seam): the second reference "
+                               "of the front-and-back try-on", _DRAWN_LICENSE),
 }
 
 
