@@ -210,7 +210,8 @@ class ACEPlusStitch(io.ComfyNode):
                 "Puts the generated area back into the original full-resolution edit image: cuts it out of the "
                 "decoded canvas at the exact boundary, scales it back to its box in the photo and blends it in "
                 "through the mask, grown and feathered. Pixels outside the grown + feathered mask are the original "
-                "ones, unchanged. For reference-only generation it returns the generated image."
+                "ones, unchanged. For reference-only generation it returns the generated image; for outpainting the "
+                "enlarged photo, the original pixels in place."
             ),
             inputs=[
                 io.Image.Input("image", tooltip="The decoded canvas (VAE Decode of the sampled latent)."),
