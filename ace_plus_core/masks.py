@@ -88,10 +88,12 @@ def normalize_mask(
 
 def outpaint_mask(
     mask: torch.Tensor | None, image_hw: tuple[int, int], batch: int, outpaint: tuple[int, int, int, int], *,
-    name: str = "edit_mask", device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+    name: str = "edit_mask", new_area: float = 1.0, device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """The mask ``[batch, H + top + bottom, W + left + right]`` of an image extended by ``outpaint`` (top, bottom,
-    left, right): 1 over the new area; over the original the given mask, where an empty one (or item) marks nothing."""
+    left, right): ``new_area`` over the new area; over the original the given mask, where an empty one (or item)
+    marks nothing."""
     t, b, lf, r = outpaint
     user = torch.zeros((batch, *image_hw), dtype=dtype, device=device)
     if mask is not None:
@@ -99,7 +101,7 @@ def outpaint_mask(
         if bool(marked.any()):
             user = normalize_mask(mask, image_hw, batch, name=name, device=device, dtype=dtype)
             user = user * marked.to(user.device, dtype).view(-1, 1, 1)
-    return F.pad(user, (lf, r, t, b), value=1.0)
+    return F.pad(user, (lf, r, t, b), value=new_area)
 
 
 def match_guidance(guidance: torch.Tensor, image_hw: tuple[int, int], name: str = "control_image",

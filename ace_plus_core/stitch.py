@@ -159,9 +159,8 @@ def stitch(
         )
     out = orig.to(torch.float32).expand(batch, -1, -1, -1)  # a ComfyUI IMAGE (float32)
     if any(pads):  # the enlarged image: the original in place, the new area generated (weight 1, never feathered)
-        full_mask = outpaint_mask(mask, (oh, ow), batch, pads, name="mask", device=orig.device) > 0.5
-        full_mask[:, : pads[0]] = full_mask[:, src_h - pads[1]:] = False
-        full_mask[:, :, : pads[2]] = full_mask[:, :, src_w - pads[3]:] = False
+        # Only the given mask is grown and feathered; the new area gets weight 1 below.
+        full_mask = outpaint_mask(mask, (oh, ow), batch, pads, name="mask", new_area=0.0, device=orig.device) > 0.5
         out = pad_constant(out.permute(0, 3, 1, 2), pads[2], pads[0], pads[3], pads[1], value=0.5).permute(0, 2, 3, 1)
     else:
         full_mask = normalize_mask(mask, (src_h, src_w), batch, name="mask", image_name="original_image",
