@@ -1,4 +1,4 @@
-"""Where ComfyUI's public API differs between the releases this pack supports (0.3.48 .. 0.3.75), in one place.
+"""Where ComfyUI's public API differs between the releases this pack supports (0.3.48 .. 0.33), in one place.
 
 Each helper calls ComfyUI's own function; it only adapts the call to the running release.
 """
@@ -12,12 +12,12 @@ import comfy.sd
 from comfy_api.v0_0_2 import io
 
 
-def load_diffusion_model_state_dict(sd: dict, model_options: dict, metadata: dict | None):
-    """``comfy.sd.load_diffusion_model_state_dict``. The file's safetensors metadata (read by newer releases,
-    e.g. for layer-wise quantization) is passed where the release takes it; 0.3.48 .. 0.3.64 take none."""
-    if "metadata" in inspect.signature(comfy.sd.load_diffusion_model_state_dict).parameters:
-        return comfy.sd.load_diffusion_model_state_dict(sd, model_options=model_options, metadata=metadata)
-    return comfy.sd.load_diffusion_model_state_dict(sd, model_options=model_options)
+def load_lora_for_models(patcher, lora: dict, strength: float, metadata: dict | None):
+    """``comfy.sd.load_lora_for_models`` on the model only. The LoRA file's safetensors metadata is attached to the
+    patched model where the release records it (``lora_metadata``, 0.33); older ones take none."""
+    if "lora_metadata" in inspect.signature(comfy.sd.load_lora_for_models).parameters:
+        return comfy.sd.load_lora_for_models(patcher, None, lora, strength, 0, lora_metadata=metadata)[0]
+    return comfy.sd.load_lora_for_models(patcher, None, lora, strength, 0)[0]
 
 
 def schema_options(**options) -> dict:

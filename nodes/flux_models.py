@@ -1,7 +1,9 @@
 """ACE++ models on ComfyUI's public model API: Flux layout, compute dtype, FFT file loading, LoRAs that must fit.
 
-Loading and patching go through ComfyUI's own functions (``comfy.sd.load_diffusion_model_state_dict``,
-``comfy.lora.load_lora``, ``ModelPatcher.add_patches``); nothing global changes and preparing works on a clone.
+Loading and patching go through ComfyUI's own functions (``comfy.sd.load_diffusion_model``,
+``comfy.sd.load_lora_for_models``); nothing global changes and preparing works on a clone. Shapes are compared as
+the layers compute with them (``in_features``/``out_features``, a tensor's own ``shape``), whatever the storage:
+plain, fp8, GGUF blocks or ComfyUI's quantized tensors.
 FLUX.1-Fill-type models (img_in 384 Fill, 448 FFT) never compute in fp16 (their activations overflow): bf16 where
 the device has it, else fp32 (``ModelPatcher.set_model_compute_dtype``). An fp8 file loaded with "default" stays
 fp8 on every device (ComfyUI would expand it to bf16 or fp32); its layers are upcast one at a time.
@@ -16,6 +18,7 @@ import comfy.lora
 import comfy.lora_convert
 import comfy.model_base
 import comfy.model_management as mm
+import comfy.sd
 import comfy.utils
 import torch
 
@@ -50,27 +53,30 @@ def model_options_for(weight_dtype: str, header_dtypes: dict[str, int] | None = 
     return options
 
 
-def _logical_shape(t) -> tuple[int, ...]:
-    # GGUF-style wrapped weights store packed bytes but expose the logical shape as ``tensor_shape``.
-    shape = getattr(t, "tensor_shape", None)
-    return tuple(int(d) for d in (t.shape if shape is None else shape))
+def logical_shape(patcher, key: str) -> tuple[int, ...] | None:
+    """The shape the layer computes with for a model key (``diffusion_model.img_in.weight``), honouring object
+    patches; None when the model has no such tensor. A linear layer's weight is (out_features, in_features) however
+    it is stored (a quantized tensor may hold packed bytes or padded blocks); any other tensor gives its own
+    ``shape``, which GGUF's tensors report logically too."""
+    module_name, _, attr = key.rpartition(".")
+    try:
+        module = patcher.get_model_object(module_name)
+        tensor = getattr(module, attr)
+    except AttributeError:
+        return None
+    features = getattr(module, "in_features", None), getattr(module, "out_features", None)
+    if attr == "weight" and all(isinstance(f, int) and f > 0 for f in features):
+        return features[1], features[0]
+    return tuple(int(d) for d in tensor.shape) if isinstance(tensor, torch.Tensor) else None
 
 
 def img_in_features(patcher) -> int | None:
-    """Width of a Flux model's img_in (features per 2x2 latent patch), honouring object patches; None when the
-    model is not a Flux transformer."""
+    """Width of a Flux model's img_in (features per 2x2 latent patch); None when the model is not a Flux
+    transformer."""
     if not isinstance(getattr(patcher, "model", None), comfy.model_base.Flux):
         return None
-    try:
-        module = patcher.get_model_object("diffusion_model.img_in")
-    except AttributeError:
-        return None
-    features = getattr(module, "in_features", None)
-    if isinstance(features, int) and features > 0:
-        return features
-    weight = getattr(module, "weight", None)
-    shape = _logical_shape(weight) if weight is not None else ()
-    return shape[1] if len(shape) == 2 else None
+    shape = logical_shape(patcher, "diffusion_model.img_in.weight")
+    return shape[1] if shape is not None and len(shape) == 2 else None
 
 
 def describe_model(patcher) -> str:
@@ -144,16 +150,19 @@ def check_fft_file(path: str, input_name: str = "unet_name") -> mf.DiffusionMode
 
 
 def load_fft_file(path: str, weight_dtype: str = "default", input_name: str = "unet_name"):
-    """The ACE++ FFT model, header-checked, loaded by ComfyUI's own loader and prepared by :func:`prepare_flux`."""
+    """The ACE++ FFT model, header-checked, loaded by ComfyUI's own loader (``comfy.sd.load_diffusion_model``, so
+    the model carries whatever ComfyUI records to re-create it) and prepared by :func:`prepare_flux`."""
     info = check_fft_file(path, input_name)
     options = model_options_for(weight_dtype, dict(info.dtype_counts))
-    sd, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
-    patcher = compat.load_diffusion_model_state_dict(sd, options, metadata)  # ComfyUI's own loader
-    if patcher is None:
+    try:
+        patcher = comfy.sd.load_diffusion_model(path, model_options=options)
+    except RuntimeError as e:  # ComfyUI's "Could not detect model type", or torch's state dict errors
+        if isinstance(e, getattr(torch, "OutOfMemoryError", ())):
+            raise
         raise ValueError(
-            f"{input_name}: ComfyUI could not detect a Flux model in {info.name} although its img_in is 448 wide; "
-            "the file may be incomplete. Download ace_plus_fft.safetensors again."
-        )
+            f"{input_name}: ComfyUI could not load {info.name} as a Flux model although its img_in is 448 wide; "
+            f"the file may be incomplete: download ace_plus_fft.safetensors again. ComfyUI says: {e}"
+        ) from e
     return prepare_flux(patcher, input_name)
 
 
@@ -163,30 +172,33 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
-def _misfits(lora: dict, key_map: dict, weights: dict) -> list[str]:
-    """Model weights whose LoRA matrices (up x down) or full diff have another shape than the weight."""
+def _misfits(lora: dict, key_map: dict, patcher) -> list[str]:
+    """Model weights whose LoRA matrices (up x down) or full diff have another shape than the weight's logical one."""
     bad = []
     for prefix, target in key_map.items():
-        key, offset = (target, None) if isinstance(target, str) else target[:2]  # offset: a slice of fused qkv
-        if key not in weights or prefix + ".reshape_weight" in lora:  # control LoRAs widen img_in on purpose
-            continue
-        shape = _logical_shape(weights[key])
-        want = (offset[2] if offset else shape[0], math.prod(shape[1:]))
-        for up_name, down_name in _UP_DOWN:
-            up, down = lora.get(prefix + up_name), lora.get(prefix + down_name)
-            if up is not None and down is not None:
-                got = (int(up.shape[0]), math.prod(int(d) for d in down.shape[1:]))
-                if got != want:
-                    bad.append(f"{key} (LoRA gives {got[0]}x{got[1]}, model has {'x'.join(map(str, shape))})")
+        pairs = [(lora[prefix + u], lora[prefix + d]) for u, d in _UP_DOWN if prefix + u in lora and prefix + d in lora]
         diff = lora.get(prefix + ".diff")
+        if (not pairs and diff is None) or prefix + ".reshape_weight" in lora:  # control LoRAs widen img_in
+            continue
+        key, offset = (target, None) if isinstance(target, str) else target[:2]  # offset: a slice of fused qkv
+        shape = logical_shape(patcher, key)
+        if shape is None:
+            continue
+        model = "x".join(map(str, shape))
+        want = (offset[2] if offset else shape[0], math.prod(shape[1:]))
+        for up, down in pairs:
+            got = (int(up.shape[0]), math.prod(int(d) for d in down.shape[1:]))
+            if got != want:
+                bad.append(f"{key} (LoRA gives {got[0]}x{got[1]}, model has {model})")
         if diff is not None and tuple(diff.shape) != shape:
-            bad.append(f"{key} (LoRA diff {'x'.join(map(str, diff.shape))}, model has {'x'.join(map(str, shape))})")
+            bad.append(f"{key} (LoRA diff {'x'.join(map(str, diff.shape))}, model has {model})")
     return bad
 
 
 def apply_lora(patcher, lora_path: str, strength: float, input_name: str = "lora_name"):
-    """A clone of ``patcher`` with a safetensors LoRA applied by ComfyUI's LoRA code; ValueError when the LoRA
-    patches nothing or does not fit (e.g. a 448-wide img_in adapter on a Fill model), before the clone is made."""
+    """A clone of ``patcher`` with a safetensors LoRA applied by ``comfy.sd.load_lora_for_models``; ValueError when
+    the LoRA is corrupt or does not fit (e.g. a 448-wide img_in adapter on a Fill model), before the clone is made,
+    or when it patches nothing."""
     name = lora_path.replace("\\", "/").rsplit("/", 1)[-1]
     mf.check_safetensors_name(lora_path, input_name)
     strength = limits.LORA_STRENGTH.check(strength, "strength_model")
@@ -210,29 +222,27 @@ def apply_lora(patcher, lora_path: str, strength: float, input_name: str = "lora
             f"{hint.get(mf.LAYOUT_BY_FEATURES.get(info.img_in_features), 'use a LoRA trained for this model')}."
         )
 
-    lora = comfy.utils.load_torch_file(lora_path, safe_load=True)
+    lora, metadata = comfy.utils.load_torch_file(lora_path, safe_load=True, return_metadata=True)
     broken = [k for k, t in lora.items() if t.is_floating_point() and not _all_finite(t)]
     if broken:
         raise ValueError(f"{input_name}: {name} is corrupt: {len(broken)} tensor(s) hold NaN or infinite values (e.g. "
                          f"{broken[0]!r}), which would turn every image to noise; download or copy the LoRA again.")
-    lora = comfy.lora_convert.convert_lora(lora)
     key_map = comfy.lora.model_lora_keys_unet(patcher.model, {})
-    loaded = comfy.lora.load_lora(lora, key_map)
-    if not loaded:
+    bad = _misfits(comfy.lora_convert.convert_lora(lora), key_map, patcher)
+    if bad:
+        raise ValueError(
+            f"{input_name}: {name} does not fit the model ({model_desc}): {len(bad)} weight(s) have other shapes, "
+            f"e.g. {bad[0]}. Select a LoRA trained for this model."
+        )
+    clone = compat.load_lora_for_models(patcher, lora, strength, metadata)  # ComfyUI's own LoRA loading
+    applied = [k for k, v in clone.patches.items() if len(v) > len(patcher.patches.get(k, ()))]
+    if not applied:
         looks = f" ({info.looks_like})" if info.looks_like else ""
         raise ValueError(
             f"{input_name}: {name} patches nothing in the model ({model_desc}): none of its {len(header.tensors)} "
             f"keys ({info.key_format} format{looks}) names a weight of this model. Select a LoRA made for this "
             "model (ACE++ LoRAs for FLUX.1-Fill, or LoRAs trained on the ACE++ FFT model)."
         )
-    bad = _misfits(lora, key_map, patcher.model.state_dict())
-    if bad:
-        raise ValueError(
-            f"{input_name}: {name} does not fit the model ({model_desc}): {len(bad)} weight(s) have other shapes, "
-            f"e.g. {bad[0]}. Select a LoRA trained for this model."
-        )
-    clone = patcher.clone()
-    applied = clone.add_patches(loaded, strength)
     if info.modules and len(applied) < info.modules:
         log.warning("ACE++ LoRA %s: %d of its %d modules matched no weight of the model (%s)", name,
                     info.modules - len(applied), info.modules, model_desc)

@@ -36,12 +36,15 @@ def model_cache_dir() -> Path:
 def comfy_host(tmp_path_factory):
     """ComfyUI booted once per test session (it keeps process-wide state), the pack loaded by its own loader.
 
-    The tiny test models need the TEST-ONLY detection patch in tests/tiny_flux_detection.py (ComfyUI hard-codes
+    ComfyUI-GGUF (../shared/third_party, unchanged) is linked in as a user installs it, where it and its ``gguf``
+    package are present (tests/gguf_files.py). The tiny test models need the TEST-ONLY detection patch in tests/tiny_flux_detection.py (ComfyUI hard-codes
     24 heads x 128 for Flux); it leaves full-width models untouched.
     """
     import comfy_host as host_module
+    import gguf_files
 
-    host = host_module.boot(tmp_path_factory.mktemp("comfy_base"), extra_custom_nodes=(TEST_NODES,))
+    extra = (TEST_NODES, *gguf_files.custom_node_dirs())
+    host = host_module.boot(tmp_path_factory.mktemp("comfy_base"), extra_custom_nodes=extra)
     import tiny_flux_detection
 
     tiny_flux_detection.install()

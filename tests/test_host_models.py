@@ -255,30 +255,6 @@ def test_prepare_leaves_bf16_or_fp32_compute_alone(comfy_host, tiny_models):
     assert clone.model_options["ace_plus_layout"] == "lora"
 
 
-def test_prepare_reads_gguf_like_wrapped_weights(comfy_host, tiny_models):
-    """A GGUF-style img_in: packed bytes whose logical shape is carried in ``tensor_shape``, no in_features."""
-    import comfy.sd
-
-    patch = comfy_host.node_class_mappings["ACEPlusModelPatch"]
-    base = comfy.sd.load_diffusion_model(str(tiny_models["tiny_flux_fill"]))
-
-    class PackedLinear(torch.nn.Module):
-        def __init__(self, features: int) -> None:
-            super().__init__()
-            packed = torch.nn.Parameter(torch.zeros(64, features // 4, dtype=torch.uint8), requires_grad=False)
-            packed.tensor_shape = torch.Size([64, features])
-            self.weight = packed
-
-    for features, layout in ((448, "fft"), (384, "lora")):
-        wrapped = base.clone()
-        wrapped.add_object_patch("diffusion_model.img_in", PackedLinear(features))
-        assert patch.execute(wrapped).result[0].model_options["ace_plus_layout"] == layout
-    wrapped = base.clone()
-    wrapped.add_object_patch("diffusion_model.img_in", PackedLinear(64))
-    with pytest.raises(ValueError, match="model: this is FLUX.1-dev"):
-        patch.execute(wrapped)
-
-
 def test_prepare_refuses_dev_and_non_flux(comfy_host, tiny_models, fft_images):
     import comfy.model_patcher
 
