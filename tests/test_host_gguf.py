@@ -6,6 +6,8 @@ BF16 (ComfyUI-GGUF's own rule for Flux)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gguf_files
 import pytest
 import torch
@@ -198,3 +200,37 @@ def test_misfit_loras_on_a_gguf_model_are_refused_by_logical_shape(comfy_host, g
                                          r"have other shapes, e.g. diffusion_model.img_in.weight \(LoRA gives 128x384, "
                                          r"model has 64x384\)"):
         comfy_host.run(_graph(gguf, fill_images, lora=f"wide_{suffix}.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def bad_gguf(comfy_host, gguf_models, tmp_path_factory) -> dict[str, str]:
+    """A GGUF file holding an SDXL-UNet-like tensor set (architecture "sdxl"), and a Fill GGUF cut in half."""
+    import gguf
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("bad_gguf")
+    writer = gguf.GGUFWriter(path=None, arch="sdxl")
+    for key, shape in (("input_blocks.0.0.weight", (320, 4, 3, 3)), ("label_emb.0.0.weight", (1280, 2816)),
+                       ("middle_block.1.norm.weight", (1280,)), ("out.2.weight", (4, 320, 3, 3))):
+        writer.add_tensor(key, np.zeros(shape, np.float32))
+    writer.write_header_to_file(path=folder / "sdxl_like.gguf")
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    whole = Path(comfy_host.folder_paths.get_full_path("diffusion_models", gguf_models["tiny_flux_fill_q8_0"])).read_bytes()
+    (folder / "truncated.gguf").write_bytes(whole[: len(whole) // 2])
+    comfy_host.add_model_dir("diffusion_models", folder)
+    return {"sdxl": "sdxl_like.gguf", "truncated": "truncated.gguf"}
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("sdxl", r"Could not detect model type of: .*sdxl_like.gguf"),
+    # gguf's reader finds less data than the header announces (ComfyUI-GGUF passes its error on unchanged).
+    ("truncated", r"cannot reshape array of size \d+ into shape \(64,408\)"),
+])
+def test_bad_gguf_files_fail_in_the_gguf_loader(comfy_host, bad_gguf, fill_images, bad, message):
+    """The loader that reads the file says what is wrong; no node of this pack runs on it (so none can crash on a
+    shape mismatch)."""
+    with pytest.raises(GraphError, match=message) as e:
+        comfy_host.run(_graph(_gguf(bad_gguf[bad]), fill_images, lora=FILL_LORA))
+    assert e.value.details["node_type"] == "UnetLoaderGGUF"
