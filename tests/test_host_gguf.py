@@ -150,7 +150,8 @@ def test_prepare_reads_the_logical_width_of_gguf_models(comfy_host, gguf_models,
     assert tuple(fill.get_model_object("diffusion_model.img_in").weight.data.shape) == storage
     assert flux_models.logical_shape(fill, "diffusion_model.img_in.weight") == (64, 384)
     assert flux_models.logical_shape(fill, "diffusion_model.double_blocks.0.img_attn.qkv.weight") == (192, 64)
-    assert flux_models.logical_shape(fill, "diffusion_model.double_blocks.0.img_attn.norm.key_norm.scale") == (32,)
+    assert flux_models.logical_shape(fill, "diffusion_model.double_blocks.0.img_attn.qkv.bias") == (192,)
+    assert flux_models.logical_shape(fill, "diffusion_model.no_such_block.weight") is None
     for model, layout in (("tiny_flux_fill", "lora"), ("tiny_ace_plus_fft", "fft")):
         patcher = loader.load_unet(gguf_models[f"{model}_{suffix}"])[0]
         assert patch.execute(patcher).result[0].model_options["ace_plus_layout"] == layout

@@ -191,6 +191,43 @@ def test_loading_twice_leaves_the_model_list_alone(comfy_host, tiny_models):
     assert torch.float16 in comfy.supported_models.Flux.supported_inference_dtypes
 
 
+def test_fft_loader_ends_in_comfyuis_loader_and_can_be_recreated_and_compiled(comfy_host, tiny_models,
+                                                                           monkeypatch):
+    """ACE++ FFT Loader loads through ``comfy.sd.load_diffusion_model``, so the model carries what the running
+    ComfyUI records to re-create it (``cached_patcher_init`` since 0.33: dynamic VRAM, hooks, multi-GPU and
+    TorchCompileModel rebuild the model from it). Re-creating it the way those do gives the same weights and the
+    ACE++ layout, and TorchCompileModel's patch is accepted (compiling itself needs a GPU run: bench/)."""
+    import comfy.model_patcher
+    import comfy.patcher_extension
+    import comfy.sd
+
+    calls = []
+    original = comfy.sd.load_diffusion_model
+
+    def recording(path, *args, **kwargs):
+        calls.append((path, args, kwargs))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.sd, "load_diffusion_model", recording)
+    path = str(tiny_models["tiny_ace_plus_fft"])
+    patcher = comfy_host.node_class_mappings["ACEPlusLoader"].execute(FFT, "fp8_e4m3fn").result[0]
+    assert calls == [(path, (), {"model_options": {"dtype": torch.float8_e4m3fn}})]
+    if hasattr(comfy.model_patcher.ModelPatcher, "deepclone_multigpu"):  # 0.33: models can be re-created
+        factory, args = patcher.cached_patcher_init[:2]
+        assert args == (path, {"dtype": torch.float8_e4m3fn})
+        again = patcher.clone(force_deepcopy=True)  # what clone(disable_dynamic=True) does to a dynamic model
+        assert len(calls) == 2 and again.model is not patcher.model
+        assert again.model_options["ace_plus_layout"] == "fft"
+        for key in ("diffusion_model.img_in.weight", "diffusion_model.double_blocks.0.img_attn.qkv.weight"):
+            a, b = (comfy.utils.get_attr(p.model, key) for p in (patcher, again))
+            assert a.dtype == b.dtype == torch.float8_e4m3fn and torch.equal(a.float(), b.float())
+    compile_node = comfy_host.node_class_mappings["TorchCompileModel"]
+    compiled = (compile_node.execute(patcher, "inductor").result[0] if hasattr(compile_node, "execute")
+                else compile_node().patch(patcher, "inductor")[0])
+    assert compiled is not patcher and compiled.model_options["ace_plus_layout"] == "fft"
+    assert compiled.wrappers.get(comfy.patcher_extension.WrappersMP.APPLY_MODEL)
+
+
 @pytest.fixture
 def prefer_fp16(monkeypatch):
     """Pretend the device prefers fp16 and lacks bf16 (a Turing GPU), and that --fp16-unet is set."""
