@@ -84,15 +84,17 @@ def _fft_graph(images, model_node: tuple[str, dict], *, lora=None, noise_mask=Fa
     return g.prompt()
 
 
-def _fill_graph(image, *, lora=None, strength=1.0, label="fill", patch=False, weight_dtype="default"):
+def _fill_graph(image, *, lora=None, strength=1.0, label="fill", patch=False, weight_dtype="default", unet=FILL,
+                core_lora=False):
     """UNETLoader(Fill) [-> ACE++ Prepare Flux Model] [-> ACE++ LoRA Loader] -> ACE++ LoRA Conditioning -> one
     sampler step -> VAE Decode -> probe (the decoded image)."""
     g = Graph()
-    model = g.add("UNETLoader", unet_name=FILL, weight_dtype=weight_dtype)
+    model = g.add("UNETLoader", unet_name=unet, weight_dtype=weight_dtype)
     if patch:
         model = g.add("ACEPlusModelPatch", model=model[0])
     if lora is not None:
-        model = g.add("ACEPlusLoraLoader", model=model[0], lora_name=lora, strength_model=strength)
+        loader = "LoraLoaderModelOnly" if core_lora else "ACEPlusLoraLoader"
+        model = g.add(loader, model=model[0], lora_name=lora, strength_model=strength)
     text = _text(g)
     vae = g.add("VAELoader", vae_name="tiny_taef1.safetensors")
     pixels = g.add("LoadImage", image=image)
@@ -506,6 +508,55 @@ def test_partly_matching_lora_warns_and_patches_what_matches(comfy_host, tiny_mo
         assert (weight - expected).abs().max().item() < 1e-5
     finally:
         mm.unload_all_models()
+
+
+def test_lora_fit_on_comfyuis_own_quantized_weights(comfy_host, tiny_models, tmp_path, fill_image, probed,
+                                                     flux_models):
+    """A Fill file in ComfyUI's own per-layer fp8 format (``_quantization_metadata`` + ``weight_scale``: the
+    blocks become ``comfy.quant_ops.QuantizedTensor`` where the release has it, plain fp8 before): the fit check
+    reads the layers' logical shapes, the LoRA applies as LoraLoaderModelOnly applies it, and a LoRA for a wider
+    model is refused with the logical shapes."""
+    import importlib.util
+    import json
+
+    import comfy.sd
+    import safetensors.torch
+    import tiny_models as factory
+
+    sd = safetensors.torch.load_file(str(tiny_models["tiny_flux_fill"]))
+    layers = {}
+    for key in [k for k, v in sd.items() if k.endswith(".weight") and v.ndim == 2 and "_blocks." in k]:
+        scale = sd[key].abs().amax() / torch.finfo(torch.float8_e4m3fn).max
+        sd[key] = (sd[key] / scale).to(torch.float8_e4m3fn)
+        sd[key[: -len("weight")] + "weight_scale"] = scale.reshape(())
+        layers[key[: -len(".weight")]] = {"format": "float8_e4m3fn"}
+    metadata = {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})}
+    safetensors.torch.save_file(sd, str(tmp_path / "fill_comfy_quant.safetensors"), metadata=metadata)
+    comfy_host.add_model_dir("diffusion_models", tmp_path)
+    comfy_host.add_model_dir("loras", tmp_path)
+
+    model = comfy.sd.load_diffusion_model(str(tmp_path / "fill_comfy_quant.safetensors"))
+    qkv = model.get_model_object("diffusion_model.double_blocks.0.img_attn.qkv").weight
+    quant_ops = importlib.util.find_spec("comfy.quant_ops") is not None  # 0.3.75 and later; 0.3.52 ignores it
+    if quant_ops:
+        assert type(qkv).__name__ == "QuantizedTensor", type(qkv)
+    assert flux_models.logical_shape(model, "diffusion_model.double_blocks.0.img_attn.qkv.weight") == (192, 64)
+
+    lora = "tiny_fill_lora_peft.safetensors"
+    comfy_host.run(_fill_graph(fill_image, unet="fill_comfy_quant.safetensors", label="quant_base"))
+    comfy_host.run(_fill_graph(fill_image, unet="fill_comfy_quant.safetensors", lora=lora, label="quant_ours"))
+    comfy_host.run(_fill_graph(fill_image, unet="fill_comfy_quant.safetensors", lora=lora, core_lora=True,
+                               label="quant_core"))
+    assert torch.equal(probed["quant_ours"], probed["quant_core"])
+    change = (probed["quant_ours"] - probed["quant_base"]).abs().mean()
+    assert change > (1e-2 if quant_ops else 0)  # 0.3.52 reads the unscaled fp8 numbers: a saturated model
+
+    wide = factory.FluxConfig(hidden_size=128, num_heads=4, in_channels=96)
+    factory.write_safetensors(tmp_path / "wide_quant.safetensors", factory.lora_state_dict(wide,
+                                                                                          targets=("double_blocks.*",)))
+    with pytest.raises(GraphError, match=r"wide_quant.safetensors does not fit the model .*e.g. diffusion_model."
+                                         r"double_blocks.0.[\w.]+ \(LoRA gives \d+x128, model has \d+x64\)"):
+        comfy_host.run(_fill_graph(fill_image, unet="fill_comfy_quant.safetensors", lora="wide_quant.safetensors"))
 
 
 def test_pickle_lora_is_refused(tmp_path, flux_models):
