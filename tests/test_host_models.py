@@ -395,6 +395,9 @@ def bad_files(comfy_host, tiny_models, tmp_path_factory):
     sdxl = {k: torch.zeros(4, 4) for k in ("input_blocks.0.0.weight", "middle_block.1.norm.weight",
                                             "label_emb.0.0.weight", "out.2.weight")}
     save_file(sdxl, str(d / "bad_sdxl.safetensors"))
+    # A 448-wide img_in and nothing else: the header check passes, ComfyUI's detection does not.
+    save_file({"img_in.weight": torch.zeros(64, 448), "img_in.bias": torch.zeros(64)},
+              str(d / "bad_incomplete.safetensors"))
     comfy_host.add_model_dir("diffusion_models", d)
     return d
 
@@ -407,6 +410,9 @@ def bad_files(comfy_host, tiny_models, tmp_path_factory):
         ("bad_pickle.ckpt", r"unet_name: bad_pickle.ckpt is a pickle file .*pickle files can run code; convert to "
                             r"\.safetensors"),
         ("bad_sdxl.safetensors", r"unet_name: bad_sdxl.safetensors is not a Flux diffusion model.*SDXL UNet"),
+        ("bad_incomplete.safetensors", r"unet_name: ComfyUI could not load bad_incomplete.safetensors as a Flux model "
+                                       r"although its img_in is 448 wide; the file may be incomplete: download .*"
+                                       r"ComfyUI says: .*Could not detect model type"),
         (FILL, r"unet_name: tiny_flux_fill.safetensors is not the ACE\+\+ FFT model: this is FLUX.1-Fill; load it "
                r"with UNETLoader and an ACE\+\+ LoRA"),
         ("tiny_flux_dev.safetensors", r"unet_name: tiny_flux_dev.safetensors is FLUX.1-dev \(img_in takes 64"),
