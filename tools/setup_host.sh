@@ -30,7 +30,9 @@ OLD_COMFYUI=73e0498
 # Their newer comfyui-frontend/templates/docs pins are not installed: ComfyUI only warns about older ones, the
 # API routes the tests use do not depend on them, and the browser test stays on 0.3.75.
 shared_tree_for() { case $1 in 0.33.0) echo comfyui-0.33.0 ;; *) return 1 ;; esac; }
-extra_packages_for() { case $1 in 0.33.0) echo "comfy-kitchen==0.2.31 comfy-aimdo==0.4.13 blake3 simpleeval>=1.0.0" ;; esac; }
+extra_packages_for() {
+  case $1 in 0.33.0) echo "comfy-kitchen==0.2.31 comfy-aimdo==0.4.13 blake3 simpleeval>=1.0.0 comfy-angle PyOpenGL>=3.1.8" ;; esac
+}
 shared_dir() {
   if [ -n "${ACE_SHARED_DIR:-}" ]; then echo "$ACE_SHARED_DIR"
   elif [ -d "$repo/../shared" ]; then (cd "$repo/../shared" && pwd)
