@@ -83,11 +83,16 @@ def _start(comfy_dir: Path, python: str, base: Path, models: Path) -> Server:
         (base / "models" / folder).symlink_to(models / folder, target_is_directory=True)
     port = _free_port()
     log = base / "server.log"
+    env = dict(os.environ)
+    site = comfy_dir.with_name(f"{comfy_dir.name}-site")  # the release's own pins (tools/setup_host.sh)
+    if site.is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
              "--base-directory", str(base)],
-            cwd=comfy_dir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            cwd=comfy_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     return Server(base, port, proc, log)
 

@@ -33,6 +33,10 @@ shared_tree_for() { case $1 in 0.33.0) echo comfyui-0.33.0 ;; *) return 1 ;; esa
 extra_packages_for() {
   case $1 in 0.33.0) echo "comfy-kitchen==0.2.31 comfy-aimdo==0.4.13 blake3 simpleeval>=1.0.0 comfy-angle PyOpenGL>=3.1.8" ;; esac
 }
+# Packages a release pins at versions other than the venv's, where its server will not start with the venv's
+# one: installed (no deps) into $ACE_HOST_DIR/ComfyUI-<release>-site, which the tests' servers of that release
+# put first on PYTHONPATH. 0.3.52's server serves the templates folder that the split packages of 0.3.75 lack.
+site_packages_for() { case $1 in 0.3.52) echo "comfyui-workflow-templates==0.1.65" ;; esac; }
 shared_dir() {
   if [ -n "${ACE_SHARED_DIR:-}" ]; then echo "$ACE_SHARED_DIR"
   elif [ -d "$repo/../shared" ]; then (cd "$repo/../shared" && pwd)
@@ -110,11 +114,23 @@ extra_packages() {  # RELEASE
   rm -f "$frozen"
   echo "$pkgs" > "$marker"
 }
+site_packages() {  # RELEASE
+  local pkgs site
+  pkgs=$(site_packages_for "$1")
+  site=$host/ComfyUI-$1-site
+  [ -z "$pkgs" ] || [ "$(cat "$site/.packages" 2>/dev/null)" = "$pkgs" ] && return 0
+  echo "host: installing ComfyUI $1's own $pkgs into $site"
+  rm -rf "$site"
+  # shellcheck disable=SC2086
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps --target "$site" $pkgs
+  echo "$pkgs" > "$site/.packages"
+}
 extra_trees() {
   local release
   for release in ${ACE_EXTRA_COMFYUI:-}; do
     [ -f "$host/ComfyUI-$release/main.py" ] || fetch_comfyui "$release" "$host/ComfyUI-$release"
     extra_packages "$release"
+    site_packages "$release"
   done
   [ -f "$host/ComfyUI-$OLD_COMFYUI/main.py" ] || fetch_comfyui "$OLD_COMFYUI" "$host/ComfyUI-$OLD_COMFYUI"
 }
