@@ -118,8 +118,10 @@ class ComfyHost:
         self.folder_paths = folder_paths
         self.server = _HeadlessServer()
         self._install_progress_hook()
-        # ComfyUI 0.3.75 takes cache_args (and reads it); 0.3.52 took cache_size instead.
-        caching = {"cache_args": {"lru": 0, "ram": 0}}
+        # The cache_args main.py passes, every limit 0 with the classic cache: 0.3.75 reads "lru" and "ram";
+        # 0.23 and later also read "ram_inactive" in every execute (main.py's prompt_worker passes all three;
+        # the older releases ignore the key). 0.3.52 took cache_size instead.
+        caching = {"cache_args": {"lru": 0, "ram": 0, "ram_inactive": 0}}
         if "cache_args" not in inspect.signature(execution.PromptExecutor).parameters:
             caching = {"cache_size": 0}
         self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC, **caching)

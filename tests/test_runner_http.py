@@ -83,13 +83,39 @@ def _start(comfy_dir: Path, python: str, base: Path, models: Path) -> Server:
         (base / "models" / folder).symlink_to(models / folder, target_is_directory=True)
     port = _free_port()
     log = base / "server.log"
+    env = dict(os.environ)
+    site = comfy_dir.with_name(f"{comfy_dir.name}-site")  # the release's own pins (tools/setup_host.sh)
+    if site.is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
              "--base-directory", str(base)],
-            cwd=comfy_dir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            cwd=comfy_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     return Server(base, port, proc, log)
+
+
+def wait_until_up(s: Server, deadline: float) -> None:
+    """Until the server lists the pack's nodes (fails the test if it exits, or is not up by ``deadline``); then
+    its log must show no failed import."""
+    while True:
+        if s.proc.poll() is not None:
+            pytest.fail(f"ComfyUI server on port {s.port} exited:\n{s.log.read_text()[-3000:]}")
+        try:
+            info = _get(f"{s.url}/object_info/ACEPlusCanvas", timeout=2)
+            if "ACEPlusCanvas" in info:
+                break
+            pytest.fail(f"the pack did not load on port {s.port}:\n{s.log.read_text()[-3000:]}")
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"ComfyUI server on port {s.port} not up in {BOOT_TIMEOUT:.0f} s:\n"
+                        f"{s.log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    text = s.log.read_text()
+    assert "IMPORT FAILED" not in text and "Cannot import" not in text, text[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -108,22 +134,7 @@ def servers(tmp_path_factory):
             started.append(_start(comfy_dir, sys.executable, tmp_path_factory.mktemp(f"server{i}"), models))
         deadline = time.monotonic() + BOOT_TIMEOUT
         for s in started:
-            while True:
-                if s.proc.poll() is not None:
-                    pytest.fail(f"ComfyUI server on port {s.port} exited:\n{s.log.read_text()[-3000:]}")
-                try:
-                    info = _get(f"{s.url}/object_info/ACEPlusCanvas", timeout=2)
-                    if "ACEPlusCanvas" in info:
-                        break
-                    pytest.fail(f"the pack did not load on port {s.port}:\n{s.log.read_text()[-3000:]}")
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"ComfyUI server on port {s.port} not up in {BOOT_TIMEOUT:.0f} s:\n"
-                                f"{s.log.read_text()[-3000:]}")
-                time.sleep(0.5)
-            text = s.log.read_text()
-            assert "IMPORT FAILED" not in text and "Cannot import" not in text, text[-3000:]
+            wait_until_up(s, deadline)
         yield started
     finally:
         for s in started:
