@@ -15,7 +15,7 @@ import struct
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from test_fuzz_harness import (
     BAD_IMAGES,
@@ -80,17 +80,19 @@ def _names(cls) -> tuple[str, ...]:
     return tuple(_inputs(cls))
 
 
-def _widget_strategy(spec, bad: bool, small: tuple | None = None):
-    """Good or bad values of one widget from its schema (``small``: the good range to draw from mostly)."""
+def _widget_strategy(spec, bad: bool, small: tuple | None = None, extreme: bool = False):
+    """Good or bad values of one widget from its schema. Good ones: the schema's ``min`` or ``max`` when this widget
+    is the draw's ``extreme``, else a value from ``small`` (the good range to draw from; default the schema's)."""
     from comfy_api.v0_0_2 import io
 
     if isinstance(spec, (io.Int.Input, io.Float.Input)):
         integer = isinstance(spec, io.Int.Input)
         if bad:
             return widget_values(spec.min, spec.max, integer=integer, bad=True)
+        if extreme:
+            return st.sampled_from([spec.min, spec.max])
         lo, hi = small or (spec.min, spec.max)
-        inside = st.integers(lo, hi) if integer else st.floats(lo, hi, allow_nan=False)
-        return st.one_of(inside, inside, inside, st.sampled_from([spec.min, spec.max]))
+        return st.integers(lo, hi) if integer else st.floats(lo, hi, allow_nan=False)
     if isinstance(spec, io.Combo.Input):
         return BAD_STRINGS if bad else st.sampled_from(spec.options)
     if isinstance(spec, io.Boolean.Input):
@@ -99,14 +101,20 @@ def _widget_strategy(spec, bad: bool, small: tuple | None = None):
 
 
 def _draw_widgets(data, cls, broken, small: dict | None = None, skip=()) -> dict:
+    """The widgets of one case. At most one numeric widget sits at an edge of its range (``min`` / ``max``) per
+    draw, so costs do not multiply (four outpaint sides at 4096 px on a batch of 3); the others draw from
+    ``small``. Every edge still comes up, alone; tests/test_fuzz_nodes.py::test_canvas_node_at_its_largest_settings
+    runs the expensive ones together."""
     from comfy_api.v0_0_2 import io
 
+    widgets = {name: spec for name, spec in _inputs(cls).items() if name not in skip
+               and isinstance(spec, (io.Int.Input, io.Float.Input, io.Combo.Input, io.Boolean.Input))}
+    numeric = tuple(n for n, spec in widgets.items() if isinstance(spec, (io.Int.Input, io.Float.Input)))
+    extreme = data.draw(st.sampled_from((None,) + numeric), "extreme")
     out = {}
-    for name, spec in _inputs(cls).items():
-        if name in skip or not isinstance(spec, (io.Int.Input, io.Float.Input, io.Combo.Input, io.Boolean.Input)):
-            continue
+    for name, spec in widgets.items():
         bad = broken == name and not isinstance(spec, io.Boolean.Input)
-        out[name] = data.draw(_widget_strategy(spec, bad, (small or {}).get(name)), name)
+        out[name] = data.draw(_widget_strategy(spec, bad, (small or {}).get(name), name == extreme), name)
     return out
 
 
@@ -172,6 +180,51 @@ CANVAS_SMALL = {"max_image_tokens": (64, 4096), "width": (16, 96), "height": (16
                 "outpaint_left": (0, 48), "outpaint_right": (0, 48)}
 
 
+#: Pixels a canvas case may cost (batch x the larger of the outpainted photo and the token budget's canvas): the
+#: widgets' largest settings together run in test_canvas_node_at_its_largest_settings, once.
+PIXEL_BUDGET = 4 * 2**20
+
+
+def _canvas_pixels(widgets: dict, i: dict) -> int:
+    def number(name, default):
+        v = widgets.get(name)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else default
+
+    (h, w), batch = i["hw"], i["batch"]
+    photo = (h + number("outpaint_top", 0) + number("outpaint_bottom", 0)) * (
+        w + number("outpaint_left", 0) + number("outpaint_right", 0))
+    return batch * max(photo, number("max_image_tokens", 4096) * 256)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(max_image_tokens=65536),
+    dict(outpaint_top=4096, outpaint_bottom=4096, outpaint_left=4096, outpaint_right=4096),
+    dict(min_crop_size=8192, context_pixels=4096, context_margin=4.0),
+    dict(width=8192, height=8192, max_image_tokens=65536, edit=False),
+], ids=["tokens", "outpaint", "crop", "reference_only"])
+def test_canvas_node_at_its_largest_settings(node, settings):
+    """The expensive widget edges together, once each (the fuzz population keeps one edge per case)."""
+    settings = dict(settings)
+    with_edit = settings.pop("edit", True)
+    cls = node("ACEPlusCanvas")
+    from comfy_api.v0_0_2 import io
+
+    widgets = {name: spec.options[0] if isinstance(spec, io.Combo.Input) and spec.default is None else spec.default
+               for name, spec in _inputs(cls).items() if hasattr(spec, "default")}
+    widgets = {k: v for k, v in widgets.items() if v is not None} | settings
+    g = torch.Generator().manual_seed(3)
+    edit = torch.rand((1, 40, 56, 3), generator=g) if with_edit else None
+    mask = torch.zeros((1, 40, 56))
+    mask[:, 10:30, 20:40] = 1
+    ref = torch.rand((1, 32, 24, 3), generator=g)
+    canvas, uc, c, out_mask, geometry, _ = cls.execute(**widgets, reference_image=ref, edit_image=edit,
+                                                       edit_mask=mask if with_edit else None).result
+    _check_canvas_outputs(canvas, out_mask, 1, widgets["max_image_tokens"])
+    assert_image(uc, "uc_image", batch=1, hw=canvas.shape[1:3])
+    assert_image(c, "c_image", batch=1, hw=canvas.shape[1:3])
+    assert len(geometry) == 1
+
+
 @fuzz_settings(200)
 @given(data=st.data())
 def test_canvas_node(node, data):
@@ -186,6 +239,7 @@ def test_canvas_node(node, data):
         widgets["canny_low_threshold"], widgets["canny_high_threshold"] = (widgets["canny_high_threshold"],
                                                                            widgets["canny_low_threshold"])
     i = _images_for(data, broken, widgets["task"])
+    assume(_canvas_pixels(widgets, i) <= PIXEL_BUDGET)
     _validate_inputs(cls, widgets, broken)
     out = TALLY.call("ACEPlusCanvas", _invalid(broken, CANVAS_COMBOS), lambda: cls.execute(
         **widgets, reference_image=i["ref"], edit_image=i["edit"], edit_mask=i["mask"], control_image=i["control"]

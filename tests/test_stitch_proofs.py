@@ -17,6 +17,7 @@ from ace_plus_core.canvas import build_canvas
 from ace_plus_core.crop import ContextSpec
 from canvas_helpers import build_canvas_around_mask
 from ace_plus_core.stitch import blend_weight, stitch
+from tolerances import assert_catches, sum_bound
 
 CAST = np.array([0.15, 0.0, -0.1])
 
@@ -209,7 +210,11 @@ def test_color_match_statistics_match_float64_on_a_2048_box_near_one():
     g_std, o_std = g64.std(0, ddof=1), o64.std(0, ddof=1)
     ratio = np.clip(np.where(g_std > 1e-4, o_std / np.maximum(g_std, 1e-4), 1.0), 0.5, 2.0)
     want = np.clip((gen[mask].astype(np.float64) - g_mean) * ratio + o_mean, 0, 1)
-    assert np.abs(out[mask] - want).max() < 1e-5
+    # Float64's accuracy, in float32: the statistics summed pairwise (log2 of the context's size in roundings, as
+    # any tree or blocked sum), then 4 operations per pixel (subtract, scale by a ratio up to 2, add, clip).
+    tol = assert_catches(sum_bound(math.ceil(math.log2(ctx.sum())) + 4, magnitude=2.0))
+    err = np.abs(out[mask] - want).max()
+    assert err < tol, f"max abs error {err:.2e} (tolerance {tol:.1e})"
     assert np.array_equal(out[ctx], photo[ctx])
 
 
