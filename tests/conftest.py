@@ -129,3 +129,22 @@ def no_network(monkeypatch):
         socket.create_connection(("example.com", 80))
     attempts.clear()
     return attempts
+
+
+# Run order: the fast, decisive checks of what each node returns come first, so that a broken feature fails within
+# the first two minutes of `bash tools/test.sh` (the breakage table in ARCHITECTURE.md); the slow files (fuzzers,
+# browser, end-to-end examples, packaging, full-width models) come last. Other files keep pytest's order between.
+FIRST = ("test_stitch_proofs.py", "test_nodes_canvas_graphs.py", "test_model_input_layout.py", "test_host_graphs.py",
+         "test_official_workflows.py", "test_crop_stitch.py", "test_control_graphs.py", "test_host_models.py")
+LAST = ("test_canvas_parity.py", "test_fuzz_core.py", "test_fuzz_nodes.py", "test_examples.py", "test_runner_http.py",
+        "test_packaging.py", "test_browser.py", "test_host_models_full.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> tuple[int, int]:
+        name = item.path.name
+        if name in FIRST:
+            return 0, FIRST.index(name)
+        return (2, LAST.index(name)) if name in LAST else (1, 0)
+
+    items.sort(key=rank)  # stable: each file's own order is kept

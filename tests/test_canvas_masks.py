@@ -13,6 +13,8 @@ from ace_plus_core.canvas import build_canvas, official_processor
 from ace_plus_core.masks import normalize_mask
 from tolerances import assert_catches, resample_bound, sum_bound
 
+pytestmark = pytest.mark.numeric
+
 #: The canvas stores pixels shifted by -0.5 (the official convention): values come back within 2**-25.
 SHIFT_ATOL = 2.0**-24
 

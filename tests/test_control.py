@@ -19,6 +19,8 @@ from tolerances import assert_catches, sum_bound
 from ace_plus_core import control
 from ace_plus_core.canvas import ALL_TASKS, TASKS, build_canvas, official_processor
 
+pytestmark = pytest.mark.numeric
+
 ASTRONAUT = Path(__file__).resolve().parent.parent / "workflow_example_lora" / "inputs" / "astronaut.png"
 
 

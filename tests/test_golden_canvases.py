@@ -24,6 +24,8 @@ import golden_canvases as gc
 import pytest
 from paths import OFFICIAL_WORKFLOWS
 
+pytestmark = pytest.mark.numeric
+
 DOCS = {path: json.loads(path.read_text()) for path in gc.GOLDEN_FILES}
 MATCHING = [doc for doc in DOCS.values() if doc["platform"] == gc.platform()]
 DOC = MATCHING[0] if MATCHING else DOCS[gc.GOLDEN]

@@ -16,6 +16,8 @@ from graphs import Graph, sampler
 from PIL import Image
 from tolerances import assert_catches, network_bound, sum_bound
 
+pytestmark = pytest.mark.numeric
+
 diffusers = pytest.importorskip("diffusers")
 
 W, H = 96, 80

@@ -464,6 +464,7 @@ def test_lora_with_other_shapes_is_an_error(comfy_host, tiny_models, tmp_path, f
     assert not model.patches  # the input model is never patched
 
 
+@pytest.mark.numeric
 def test_partly_matching_lora_warns_and_patches_what_matches(comfy_host, tiny_models, tmp_path, flux_models,
                                                              caplog):
     """One module names a weight of the model, one names none: a warning, and only the matching weight patched."""
@@ -566,6 +567,7 @@ def test_lora_with_nan_is_refused_in_every_dtype(comfy_host, tiny_models, tmp_pa
 # --- layout parity -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.numeric
 def test_fft_model_input_matches_an_independent_float64_construction(comfy_host, tiny_models, fft_images,
                                                                       flux_calls, monkeypatch):
     """The tokens img_in receives = 2x2 patches of [noise | latent(UC) | latent(C) | mask folded 8x8], built here

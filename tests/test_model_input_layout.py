@@ -24,6 +24,8 @@ from graphs import Graph
 from PIL import Image
 from tolerances import assert_catches, eps, network_bound, resample_bound
 
+pytestmark = pytest.mark.numeric
+
 EDIT_W, EDIT_H = 200, 136
 REF_W, REF_H = 90, 120
 HOLE = (29, 61, 53, 77)  # top, left, h, w: every edge off the 8 px grid

@@ -19,6 +19,8 @@ from canvas_helpers import build_canvas_around_mask
 from ace_plus_core.stitch import blend_weight, stitch
 from tolerances import assert_catches, sum_bound
 
+pytestmark = pytest.mark.numeric
+
 CAST = np.array([0.15, 0.0, -0.1])
 
 
@@ -257,6 +259,27 @@ def test_stitch_allocates_on_the_images_device_and_never_in_float64(color_match)
 
 
 # ------------------------------------------------------------------------------- the node in a real ComfyUI graph
+
+
+@pytest.mark.parametrize(("grow", "feather"), [(0, 8), (3, 6), (2, 0)])
+def test_stitch_node_grows_and_feathers_the_mask(comfy_host, grow, feather):
+    """ACE++ Stitch as ComfyUI calls it: its grow and feather widgets reach the blend. Along a row leaving a
+    half-plane mask the weight is 1 up to the grown edge, then (2r + 1 - d) / (2r + 1) for d = 1..2r, then 0
+    (photo 0, generated canvas 1: the output is the weight)."""
+    node = comfy_host.node_class_mappings["ACEPlusStitch"]
+    mask = torch.zeros(1, 40, 60)
+    mask[:, :, :20] = 1
+    image = torch.zeros(1, 40, 60, 3)
+    result = build_canvas("lora", "repainting", "resize_to_height", None, image, mask, 1e9)
+    g = result.geometry[0]
+    decoded = torch.ones(1, g.canvas_h, g.canvas_w, 3)
+    (out,) = node.execute(image=decoded, geometry=result.geometry, grow_mask_px=grow, feather_px=feather,
+                          color_match=False, original_image=image, mask=mask).result
+    r = math.ceil(feather / 2)
+    d = np.arange(60) - (19 + grow)
+    ramp = np.clip((2 * r + 1 - d) / (2 * r + 1), 0, 1)
+    tol = assert_catches(sum_bound((2 * r + 1) ** 2))  # a box mean of (2r + 1)^2 weights, then the blend
+    assert np.abs(out[0, :, :, 0].double().numpy() - ramp).max() <= tol
 
 
 def test_stitch_node_color_match_in_a_graph(comfy_host, input_image):
