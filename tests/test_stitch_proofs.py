@@ -266,15 +266,17 @@ def test_stitch_node_grows_and_feathers_the_mask(comfy_host, grow, feather):
     """ACE++ Stitch as ComfyUI calls it: its grow and feather widgets reach the blend. Along a row leaving a
     half-plane mask the weight is 1 up to the grown edge, then (2r + 1 - d) / (2r + 1) for d = 1..2r, then 0
     (photo 0, generated canvas 1: the output is the weight)."""
-    node = comfy_host.node_class_mappings["ACEPlusStitch"]
+    nodes = comfy_host.node_class_mappings
     mask = torch.zeros(1, 40, 60)
     mask[:, :, :20] = 1
     image = torch.zeros(1, 40, 60, 3)
-    result = build_canvas("lora", "repainting", "resize_to_height", None, image, mask, 1e9)
-    g = result.geometry[0]
-    decoded = torch.ones(1, g.canvas_h, g.canvas_w, 3)
-    (out,) = node.execute(image=decoded, geometry=result.geometry, grow_mask_px=grow, feather_px=feather,
-                          color_match=False, original_image=image, mask=mask).result
+    canvas, *_, geometry, _ = nodes["ACEPlusCanvas"].execute(
+        layout="lora", task="repainting", reference_mode="auto", max_image_tokens=65536, keep_pixels_rate=0.8,
+        width=1024, height=1024, crop_to_mask=False, edit_image=image, edit_mask=mask).result
+    decoded = torch.ones_like(canvas)
+    (out,) = nodes["ACEPlusStitch"].execute(image=decoded, geometry=geometry, grow_mask_px=grow, feather_px=feather,
+                                            color_match=False, original_image=image, mask=mask).result
+    assert out.shape == image.shape
     r = math.ceil(feather / 2)
     d = np.arange(60) - (19 + grow)
     ramp = np.clip((2 * r + 1 - d) / (2 * r + 1), 0, 1)
