@@ -138,9 +138,9 @@ def no_network(monkeypatch):
 FIRST = (
     "test_stitch_proofs.py::test_stitch_node",  # the mask, grow, feather and colour match reach the blend
     "test_host_graphs.py::test_ace_lora_loader_node",  # the LoRA at its strength
-    "test_nodes_canvas_graphs.py",  # canvas wiring, SLICE_W at the true boundary
     "test_model_input_layout.py::test_canvas_conditioning",  # UC, C and the mask where the model reads them
-    "test_model_input_layout.py", "test_host_graphs.py", "test_stitch_proofs.py", "test_official_workflows.py",
+    "test_nodes_canvas_graphs.py::test_official_lora_wiring",  # SLICE_W at the true boundary
+    "test_nodes_canvas_graphs.py", "test_model_input_layout.py", "test_host_graphs.py", "test_stitch_proofs.py", "test_official_workflows.py",
     "test_crop_stitch.py", "test_control_graphs.py", "test_host_models.py",
 )
 LAST = ("test_canvas_parity.py", "test_fuzz_core.py", "test_fuzz_nodes.py", "test_examples.py", "test_runner_http.py",
