@@ -56,7 +56,7 @@ per_release=(tests/test_host_loader.py tests/test_host_graphs.py tests/test_node
              tests/test_host_models.py tests/test_host_models_full.py tests/test_model_input_layout.py
              tests/test_control_graphs.py tests/test_official_workflows.py tests/test_host_diffusers_parity.py
              tests/test_examples.py tests/test_clash.py tests/test_packaging.py tests/test_search_and_advanced.py
-             tests/test_golden_canvases.py)
+             tests/test_golden_canvases.py tests/test_robustness.py)
 per_release_k="not well_formed and not demo_fill and (not test_example_runs_end_to_end or face_swap or no_preprocess)"
 for release in $ACE_EXTRA_COMFYUI; do
   echo "== pytest on ComfyUI $release"
