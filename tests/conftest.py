@@ -131,6 +131,16 @@ def no_network(monkeypatch):
     return attempts
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist: the fuzz case counts of a finished worker, added to the summary printed here."""
+    tallies = getattr(node, "workeroutput", {}).get("ace_plus_fuzz_tallies")
+    if tallies:
+        import test_fuzz_harness
+
+        test_fuzz_harness.merge_worker_tallies(node.config, tallies)
+
+
 # Run order: the fast, decisive checks of what each node returns come first, so that a feature broken at its node
 # fails within the first two minutes of `bash tools/test.sh` (ARCHITECTURE.md, "Tests"); the slow files (fuzzers,
 # browser, end-to-end examples, packaging, full-width models) come last. An entry is a file or "file::test prefix";
