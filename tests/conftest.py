@@ -132,3 +132,41 @@ def no_network(monkeypatch):
         socket.create_connection(("example.com", 80))
     attempts.clear()
     return attempts
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist: the fuzz case counts of a finished worker, added to the summary printed here."""
+    tallies = getattr(node, "workeroutput", {}).get("ace_plus_fuzz_tallies")
+    if tallies:
+        import test_fuzz_harness
+
+        test_fuzz_harness.merge_worker_tallies(node.config, tallies)
+
+
+# Run order: the fast, decisive checks of what each node returns come first, so that a feature broken at its node
+# fails within the first two minutes of `bash tools/test.sh` (ARCHITECTURE.md, "Tests"); the slow files (fuzzers,
+# browser, end-to-end examples, packaging, full-width models) come last. An entry is a file or "file::test prefix";
+# other tests keep pytest's order between the two lists.
+FIRST = (
+    "test_stitch_proofs.py::test_stitch_node",  # the mask, grow, feather and colour match reach the blend
+    "test_host_graphs.py::test_ace_lora_loader_node",  # the LoRA at its strength
+    "test_model_input_layout.py::test_canvas_conditioning",  # UC, C and the mask where the model reads them
+    "test_nodes_canvas_graphs.py::test_official_lora_wiring",  # SLICE_W at the true boundary
+    "test_nodes_canvas_graphs.py", "test_model_input_layout.py", "test_host_graphs.py", "test_stitch_proofs.py", "test_official_workflows.py",
+    "test_crop_stitch.py", "test_control_graphs.py", "test_host_models.py",
+)
+LAST = ("test_canvas_parity.py", "test_fuzz_core.py", "test_fuzz_nodes.py", "test_examples.py", "test_runner_http.py",
+        "test_packaging.py", "test_browser.py", "test_host_models_full.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> tuple[int, int]:
+        name = item.nodeid.rsplit("/", 1)[-1]  # "test_x.py::test_y[param]"
+        file = name.split("::")[0]
+        for i, entry in enumerate(FIRST):
+            if name.startswith(entry) and (entry == file or "::" in entry):
+                return 0, i
+        return (2, LAST.index(file)) if file in LAST else (1, 0)
+
+    items.sort(key=rank)  # stable: each file's own order is kept

@@ -139,10 +139,14 @@ def main(out_path: str, base_dir: str, models_dir: str, demo_dir: str) -> None:
         unet_path = Path(host.folder_paths.get_full_path_or_raise("diffusion_models", unet))
         weight = patched.get_model_object("diffusion_model.img_in").weight.detach().double()
         base_weight = file_tensor(unet_path, "img_in.weight")
-        delta = file_tensor(lora_path, "diffusion_model.img_in.lora_B.weight") @ file_tensor(
-            lora_path, "diffusion_model.img_in.lora_A.weight")
+        up = file_tensor(lora_path, "diffusion_model.img_in.lora_B.weight")
+        down = file_tensor(lora_path, "diffusion_model.img_in.lora_A.weight")
+        delta = up @ down
         fact["img_in_max_error"] = (weight - (base_weight + delta)).abs().max().item()
         fact["img_in_max_delta"] = delta.abs().max().item()
+        # What the float32 W + B @ A rounds: rank products and the sum, terms up to |W| + |B| @ |A|.
+        fact["img_in_terms"] = int(down.shape[0]) + 1
+        fact["img_in_magnitude"] = (base_weight.abs() + up.abs() @ down.abs()).max().item()
         return fact
 
     checks = {

@@ -45,6 +45,8 @@ CANVAS_NODES = ("ACEPlusCanvas", "ACEPlusLoraProcessor", "ACEPlusFFTProcessor")
 PROBED = {"IMAGE": "image", "MASK": "mask", "INT": "value"}
 EXAMPLE_DIRS = (REPO / "workflow_example_lora", REPO / "workflow_example_fft")
 GOLDEN = TESTS / "data" / "golden_canvases.json"
+#: One file per CPU kernel family (tests/test_golden_canvases.py takes the one it runs on).
+GOLDEN_FILES = (GOLDEN, TESTS / "data" / "golden_canvases_default.json")
 # Resampled pixels are bit-exact only within one torch build and one family of CPU kernels: torch's AVX2 and
 # AVX512 kernels give the same bits (checked with ATEN_CPU_CAPABILITY=avx2), its plain ("DEFAULT") ones do not.
 SAME_BITS = ("AVX2", "AVX512")
@@ -173,13 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pack", type=Path, default=REPO, help="the node pack to load (a checkout of this repo)")
     parser.add_argument("--out", type=Path, default=GOLDEN, help="the JSON file to write")
+    parser.add_argument("--like", type=Path, help="only the workflows of this golden file (e.g. to add the file of "
+                        "another CPU kernel family for the same reference)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import comfy_host
 
+    paths = None
+    if args.like:
+        keys = {k.split("+")[0] for k in json.loads(args.like.read_text())["workflows"]}
+        paths = [p for p in workflow_files() if workflow_key(p) in keys]
     with tempfile.TemporaryDirectory() as base:
         host = comfy_host.boot(Path(base), extra_custom_nodes=(TESTS / "comfy_test_nodes",), pack_dir=args.pack)
-        result = compute(host)
+        result = compute(host, paths)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "-C", str(args.pack), "rev-parse", "HEAD"], capture_output=True, text=True)
     doc = {"platform": platform(), "reference_commit": commit.stdout.strip() or str(args.pack), "workflows": result}

@@ -22,6 +22,8 @@ from scipy import ndimage
 from ace_plus_core.canvas import build_canvas, soft_mask
 from ace_plus_core.stitch import cut_back, stitch
 
+pytestmark = pytest.mark.numeric
+
 SHIFT = 2.0**-24  # the canvas stores x - 0.5: values come back within this of the input
 
 

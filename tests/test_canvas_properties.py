@@ -13,6 +13,8 @@ from ace_plus_core.canvas import build_canvas
 from ace_plus_core.geometry import canvas_to_crop, plan_exact
 from ace_plus_core.resize import center_crop_box, pad_constant, resize_bilinear_aa, resize_nearest_exact
 
+pytestmark = pytest.mark.numeric
+
 SETTINGS = dict(deadline=None, derandomize=True)
 
 sides = st.integers(min_value=8, max_value=240)

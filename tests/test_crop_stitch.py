@@ -21,6 +21,8 @@ from canvas_helpers import build_canvas_around_mask
 from ace_plus_core.geometry import canvas_to_crop
 from ace_plus_core.stitch import blend_weight, stitch
 
+pytestmark = pytest.mark.numeric
+
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 MAGENTA = torch.tensor([1.0, 0.0, 1.0])
 GREEN = torch.tensor([0.0, 1.0, 0.0])

@@ -18,32 +18,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from test_fuzz_harness import (
-    BAD_IMAGES,
-    BAD_MASKS,
-    GOOD_IMAGES,
-    GOOD_MASKS,
-    REFUSED,
-    Tally,
-    assert_binary_mask,
-    assert_image,
-    check_cut_back,
-    check_stitched,
-    check_untouched_edit_area,
-    check_valid_canvas,
-    expected_mask,
-    faults,
-    fuzz_settings,
-    images,
-    masks,
-    pick,
-    register,
-    valid_hw,
-    valid_images,
-    valid_masks,
-    widget_values,
-    with_layout,
-)
+import test_fuzz_harness as fz
 
 from ace_plus_core import control
 from ace_plus_core import model_files as mf
@@ -54,7 +29,7 @@ from ace_plus_core.geometry import FITS, LAYOUTS, REFERENCE_MODES, canvas_to_cro
 from ace_plus_core.masks import normalize_mask
 from ace_plus_core.stitch import cut_back, stitch
 
-TALLY = Tally("core")
+TALLY = fz.Tally("core")
 
 # Inputs that values drawn as good may still make invalid together (a budget too small for the canvas, a
 # reference shrunk to nothing, a mask outside the 4:1 crop, guidance without an edit image or with repainting,
@@ -79,7 +54,7 @@ def _invalid(broken: str | None, combos: tuple[str, ...]) -> tuple[str, ...]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _summary(request):
-    register(request.config, TALLY)
+    fz.register(request.config, TALLY)
 
 
 def _hw_batch(x) -> tuple[tuple[int, int], int]:
@@ -97,17 +72,17 @@ def _batch_of(edit, ref) -> int:
 
 
 def _check_canvas(r, layout: str, batch: int, budget: float) -> None:
-    assert_image(r.image, "canvas", batch=batch)
+    fz.assert_image(r.image, "canvas", batch=batch)
     h, w = int(r.image.shape[1]), int(r.image.shape[2])
     assert h % 16 == 0 and w % 16 == 0 and h >= 16 and w >= 16, (h, w)
-    assert_binary_mask(r.mask, "mask", batch=batch, hw=(h, w))
+    fz.assert_binary_mask(r.mask, "mask", batch=batch, hw=(h, w))
     assert len(r.geometry) == batch
     g = r.geometry[0]
     assert (g.canvas_h, g.canvas_w) == (h, w) and g.tokens <= budget
     assert g.crop_top + g.crop_h <= g.source_h and g.crop_left + g.crop_w <= g.source_w
     if layout == "fft":
-        assert_image(r.uc_image, "uc_image", batch=batch, hw=(h, w))
-        assert_image(r.c_image, "c_image", batch=batch, hw=(h, w))
+        fz.assert_image(r.uc_image, "uc_image", batch=batch, hw=(h, w))
+        fz.assert_image(r.c_image, "c_image", batch=batch, hw=(h, w))
     else:
         assert r.uc_image is None and r.c_image is None
 
@@ -115,38 +90,38 @@ def _check_canvas(r, layout: str, batch: int, budget: float) -> None:
 good_options = st.one_of(
     st.none(),
     st.fixed_dictionaries({}, optional={
-        "low_threshold": widget_values(0, 1000, integer=True, bad=False),
-        "high_threshold": widget_values(1000, 2040, integer=True, bad=False),
-        "ratio": widget_values(1, 1024, integer=True, bad=False),
+        "low_threshold": fz.widget_values(0, 1000, integer=True, bad=False),
+        "high_threshold": fz.widget_values(1000, 2040, integer=True, bad=False),
+        "ratio": fz.widget_values(1, 1024, integer=True, bad=False),
     }).filter(lambda o: o.get("low_threshold", 100) <= o.get("high_threshold", 200)),  # the defaults: 100 / 200
 )
 bad_options = st.one_of(
     st.just({"bogus": 1}),
     st.just([1, 2]),
-    st.fixed_dictionaries({"low_threshold": widget_values(0, 2040, integer=True, bad=True)}),
-    st.fixed_dictionaries({"ratio": widget_values(1, 1024, integer=True, bad=True)}),
+    st.fixed_dictionaries({"low_threshold": fz.widget_values(0, 2040, integer=True, bad=True)}),
+    st.fixed_dictionaries({"ratio": fz.widget_values(1, 1024, integer=True, bad=True)}),
     st.just({"low_threshold": 300, "high_threshold": 100}),
 )
-good_budgets = st.one_of(st.sampled_from([64, 256, 1024, 4096, 1e9]), widget_values(256, 65536, integer=False,
+good_budgets = st.one_of(st.sampled_from([64, 256, 1024, 4096, 1e9]), fz.widget_values(256, 65536, integer=False,
                                                                                       bad=False), st.just(1))
 bad_budgets = st.sampled_from([0, -5, float("nan"), float("inf"), True, None, "4096"])
-good_rates = st.one_of(st.none(), widget_values(0.01, 1.0, integer=False, bad=False))
+good_rates = st.one_of(st.none(), fz.widget_values(0.01, 1.0, integer=False, bad=False))
 bad_rates = st.sampled_from([0, 0.0, -0.5, 1.5, float("nan"), float("inf"), True, "0.8"])
-good_sides = st.one_of(st.sampled_from([1, 16, 17, 100, 16384]), widget_values(1, 64, integer=True, bad=False))
+good_sides = st.one_of(st.sampled_from([1, 16, 17, 100, 16384]), fz.widget_values(1, 64, integer=True, bad=False))
 bad_sides = st.sampled_from([0, -3, 16385, 10**9, 2.5, float("nan"), True, None])
 good_tasks = st.sampled_from(ALL_TASKS)
 bad_strings = st.sampled_from(["no_such_value", "", None, 3, "REPAINTING"])
-good_images = st.one_of(images(kinds=GOOD_IMAGES), images(kinds=GOOD_IMAGES, min_side=16, max_side=64))
-bad_images = images(kinds=BAD_IMAGES)
+good_images = st.one_of(fz.images(kinds=fz.GOOD_IMAGES), fz.images(kinds=fz.GOOD_IMAGES, min_side=16, max_side=64))
+bad_images = fz.images(kinds=fz.BAD_IMAGES)
 
 
 def _draw_canvas_inputs(data, broken):
     """The inputs shared by build_canvas / build_canvas_around_mask, one of them broken (``broken``) or none."""
-    edit = pick(data, "edit_image", broken, good_images, bad_images)
+    edit = fz.pick(data, "edit_image", broken, good_images, bad_images)
     hw, batch = _hw_batch(edit)
-    task = pick(data, "task", broken, good_tasks, bad_strings)
+    task = fz.pick(data, "task", broken, good_tasks, bad_strings)
     # A valid guidance depends on the task: none for repainting, required by contour/depth, optional otherwise.
-    guidance_ok = images(hw=hw, batches=(1, batch), kinds=GOOD_IMAGES)
+    guidance_ok = fz.images(hw=hw, batches=(1, batch), kinds=fz.GOOD_IMAGES)
     if task == "repainting":
         guidance_ok = st.none()
     elif task not in control.EXTERNAL_TASKS:
@@ -155,18 +130,19 @@ def _draw_canvas_inputs(data, broken):
         edit=edit,
         hw=hw,
         batch=batch,
-        mask=pick(data, "edit_mask", broken, masks(hw, batch, kinds=GOOD_MASKS), masks(hw, batch, kinds=BAD_MASKS)),
-        ref=pick(data, "reference_image", broken,
-                 st.one_of(st.none(), images(max_side=40, batches=(1, batch), kinds=GOOD_IMAGES)),
-                 st.one_of(images(max_side=40, kinds=BAD_IMAGES), images(max_side=8, batches=(batch + 1,)))),
-        guidance=pick(data, "control_image", broken, guidance_ok,
-                      st.one_of(images(hw=hw, kinds=BAD_IMAGES), images(max_side=40, kinds=("ok",)))),
-        layout=pick(data, "layout", broken, st.sampled_from(LAYOUTS), bad_strings),
+        mask=fz.pick(data, "edit_mask", broken, fz.masks(hw, batch, kinds=fz.GOOD_MASKS),
+                     fz.masks(hw, batch, kinds=fz.BAD_MASKS)),
+        ref=fz.pick(data, "reference_image", broken,
+                 st.one_of(st.none(), fz.images(max_side=40, batches=(1, batch), kinds=fz.GOOD_IMAGES)),
+                 st.one_of(fz.images(max_side=40, kinds=fz.BAD_IMAGES), fz.images(max_side=8, batches=(batch + 1,)))),
+        guidance=fz.pick(data, "control_image", broken, guidance_ok,
+                      st.one_of(fz.images(hw=hw, kinds=fz.BAD_IMAGES), fz.images(max_side=40, kinds=("ok",)))),
+        layout=fz.pick(data, "layout", broken, st.sampled_from(LAYOUTS), bad_strings),
         task=task,
-        mode=pick(data, "reference_mode", broken, st.sampled_from(REFERENCE_MODES), bad_strings),
-        budget=pick(data, "max_image_tokens", broken, good_budgets, bad_budgets),
-        rate=pick(data, "keep_pixels_rate", broken, good_rates, bad_rates),
-        options=pick(data, "control_options", broken, good_options, bad_options),
+        mode=fz.pick(data, "reference_mode", broken, st.sampled_from(REFERENCE_MODES), bad_strings),
+        budget=fz.pick(data, "max_image_tokens", broken, good_budgets, bad_budgets),
+        rate=fz.pick(data, "keep_pixels_rate", broken, good_rates, bad_rates),
+        options=fz.pick(data, "control_options", broken, good_options, bad_options),
     )
 
 
@@ -174,15 +150,15 @@ CANVAS_FAULTS = ("edit_image", "edit_mask", "reference_image", "control_image", 
                  "max_image_tokens", "keep_pixels_rate", "control_options", "height", "width", "fit")
 
 
-@fuzz_settings(300)
+@fz.fuzz_settings(300)
 @given(st.data())
 def test_build_canvas(data):
-    broken = data.draw(faults(*CANVAS_FAULTS), "broken")
+    broken = data.draw(fz.faults(*CANVAS_FAULTS), "broken")
     i = _draw_canvas_inputs(data, broken)
     edit = data.draw(st.one_of(st.just(i["edit"]), st.just(i["edit"]), st.none()), "reference-only?")
-    fit = pick(data, "fit", broken, st.sampled_from(FITS), bad_strings)
-    height = pick(data, "height", broken, good_sides, bad_sides)
-    width = pick(data, "width", broken, good_sides, bad_sides)
+    fit = fz.pick(data, "fit", broken, st.sampled_from(FITS), bad_strings)
+    height = fz.pick(data, "height", broken, good_sides, bad_sides)
+    width = fz.pick(data, "width", broken, good_sides, bad_sides)
     budget = i["budget"]
     if edit is None and broken != "max_image_tokens":  # a 16384 px blank area at 1e9 tokens is a 3 GB canvas
         budget = min(budget, 16384)
@@ -190,8 +166,8 @@ def test_build_canvas(data):
                    i["layout"], i["task"], i["mode"], i["ref"], edit, i["mask"], budget, i["rate"], height, width,
                    control_image=i["guidance"], fit=fit, control_options=i["options"])
     if broken == "edit_image" and edit is not None:
-        assert r is REFUSED, "a broken edit_image was accepted"
-    if r is not REFUSED:
+        assert r is fz.REFUSED, "a broken edit_image was accepted"
+    if r is not fz.REFUSED:
         _check_canvas(r, i["layout"], _batch_of(edit, i["ref"]), budget)
 
 
@@ -199,22 +175,22 @@ OFFICIAL_FAULTS = ("edit_image", "edit_mask", "reference_image", "control_image"
                    "keep_pixels_rate", "height", "width")
 
 
-@fuzz_settings(250)
+@fz.fuzz_settings(250)
 @given(st.data())
 def test_official_processor(data):
-    broken = data.draw(faults(*OFFICIAL_FAULTS), "broken")
+    broken = data.draw(fz.faults(*OFFICIAL_FAULTS), "broken")
     i = _draw_canvas_inputs(data, broken)
     edit = data.draw(st.one_of(st.just(i["edit"]), st.just(i["edit"]), st.none()), "reference-only?")
     use_reference = data.draw(st.booleans(), "use_reference")
-    msl = pick(data, "max_seq_length", broken, st.one_of(st.sampled_from([16, 512, 1024, 3072]),
-                                                         widget_values(1024, 5120, integer=True, bad=False)),
+    msl = fz.pick(data, "max_seq_length", broken, st.one_of(st.sampled_from([16, 512, 1024, 3072]),
+                                                         fz.widget_values(1024, 5120, integer=True, bad=False)),
                bad_budgets)
-    task = pick(data, "task_type", broken, st.sampled_from(ALL_TASKS[:5]), bad_strings)
-    height = pick(data, "height", broken, good_sides, bad_sides)
-    width = pick(data, "width", broken, good_sides, bad_sides)
+    task = fz.pick(data, "task_type", broken, st.sampled_from(ALL_TASKS[:5]), bad_strings)
+    height = fz.pick(data, "height", broken, good_sides, bad_sides)
+    width = fz.pick(data, "width", broken, good_sides, bad_sides)
     r = TALLY.call("official_processor", _invalid(broken, OFFICIAL_COMBOS), official_processor, i["layout"], i["ref"], edit, i["mask"],
                    use_reference, task, height, width, msl, i["rate"], control_image=i["guidance"])
-    if r is not REFUSED:
+    if r is not fz.REFUSED:
         budget = 2 * msl if i["layout"] == "lora" else msl
         _check_canvas(r, i["layout"], _batch_of(edit, i["ref"] if use_reference or edit is None else None), budget)
         g = r.geometry[0]
@@ -223,23 +199,23 @@ def test_official_processor(data):
 
 CROP_FAULTS = CANVAS_FAULTS[:-3] + ("context",)
 CONTEXT_NAMES = ("context_margin", "context_pixels", "min_crop_size")  # how messages call ContextSpec's fields
-good_contexts = st.tuples(widget_values(0.0, 4.0, integer=False, bad=False),
-                          widget_values(0, 4096, integer=True, bad=False),
-                          widget_values(16, 8192, integer=True, bad=False), st.booleans())
+good_contexts = st.tuples(fz.widget_values(0.0, 4.0, integer=False, bad=False),
+                          fz.widget_values(0, 4096, integer=True, bad=False),
+                          fz.widget_values(16, 8192, integer=True, bad=False), st.booleans())
 bad_contexts = st.one_of(
-    st.tuples(widget_values(0.0, 16.0, integer=False, bad=True), st.just(32), st.just(384), st.just(True)),
-    st.tuples(st.just(0.25), widget_values(0, 1 << 16, integer=True, bad=True), st.just(384), st.just(True)),
-    st.tuples(st.just(0.25), st.just(32), widget_values(1, 1 << 16, integer=True, bad=True), st.just(True)),
+    st.tuples(fz.widget_values(0.0, 16.0, integer=False, bad=True), st.just(32), st.just(384), st.just(True)),
+    st.tuples(st.just(0.25), fz.widget_values(0, 1 << 16, integer=True, bad=True), st.just(384), st.just(True)),
+    st.tuples(st.just(0.25), st.just(32), fz.widget_values(1, 1 << 16, integer=True, bad=True), st.just(True)),
 )
 
 
-@fuzz_settings(250)
+@fz.fuzz_settings(250)
 @given(st.data())
 def test_build_canvas_around_mask(data):
-    broken = data.draw(faults(*CROP_FAULTS), "broken")
+    broken = data.draw(fz.faults(*CROP_FAULTS), "broken")
     i = _draw_canvas_inputs(data, broken)
     edit = data.draw(st.one_of(st.just(i["edit"]), st.just(i["edit"]), st.just(i["edit"]), st.none()), "no edit?")
-    margin, pixels, min_size, upscale = pick(data, "context", broken, good_contexts, bad_contexts)
+    margin, pixels, min_size, upscale = fz.pick(data, "context", broken, good_contexts, bad_contexts)
 
     def run():
         context = ContextSpec(margin_rel=margin, margin_px=pixels, min_size=min_size, upscale=upscale)
@@ -250,8 +226,8 @@ def test_build_canvas_around_mask(data):
     invalid = _invalid(broken, CROP_COMBOS + _option_names(broken)) + (CONTEXT_NAMES if broken == "context" else ())
     r = TALLY.call("build_canvas_around_mask", invalid, run)
     if broken == "edit_image" and edit is not None:
-        assert r is REFUSED, "a broken edit_image was accepted"
-    if r is not REFUSED:
+        assert r is fz.REFUSED, "a broken edit_image was accepted"
+    if r is not fz.REFUSED:
         _check_canvas(r, i["layout"], i["batch"], i["budget"])
         for g in r.geometry:
             assert (g.source_h, g.source_w) == i["hw"]
@@ -263,9 +239,9 @@ def _canvas_for_stitch(draw):
     h = draw(st.integers(2, 64))  # keep_pixels_pad shrinks a reference to 0.8 x h: at least 1 px
     hw = (h, draw(st.integers(max(1, -(-h // 4)), min(64, 4 * h))))  # within 4:1: no aspect crop to lose the mask
     batch = draw(st.sampled_from([1, 2]))
-    edit = draw(images(hw=hw, batches=(batch,), kinds=("ok",)))
-    mask = draw(masks(hw, batch, kinds=("none", "empty", "full", "rect", "soft", "tiny_dot")))
-    ref = draw(st.one_of(st.none(), images(max_side=24, batches=(1,), kinds=("ok",))))
+    edit = draw(fz.images(hw=hw, batches=(batch,), kinds=("ok",)))
+    mask = draw(fz.masks(hw, batch, kinds=("none", "empty", "full", "rect", "soft", "tiny_dot")))
+    ref = draw(st.one_of(st.none(), fz.images(max_side=24, batches=(1,), kinds=("ok",))))
     if draw(st.booleans()):
         r = build_canvas_around_mask("lora", "repainting", "resize_to_height", ref, edit, mask, 1024,
                                      context=ContextSpec(min_size=16))
@@ -279,58 +255,59 @@ def _canvas_for_stitch(draw):
 STITCH_FAULTS = ("image", "original_image", "mask", "geometry", "grow_mask_px", "feather_px", "color_match")
 
 
-@fuzz_settings(250)
+@fz.fuzz_settings(250)
 @given(_canvas_for_stitch(), st.data())
 def test_stitch(made, data):
     r, edit, mask, batch = made
     g0 = r.geometry[0]
-    broken = data.draw(faults(*STITCH_FAULTS), "broken")
+    broken = data.draw(fz.faults(*STITCH_FAULTS), "broken")
     canvas_hw, source_hw = (g0.canvas_h, g0.canvas_w), (g0.source_h, g0.source_w)
-    decoded = pick(data, "image", broken, images(hw=canvas_hw, batches=(batch,), kinds=GOOD_IMAGES),
-                   st.one_of(images(hw=canvas_hw, batches=(batch,), kinds=BAD_IMAGES),
-                             images(hw=(canvas_hw[0] + 16, canvas_hw[1]), kinds=("ok",))))
-    original = pick(data, "original_image", broken,
-                    st.one_of(st.just(edit), images(hw=source_hw, batches=(1, batch), kinds=GOOD_IMAGES)),
-                    st.one_of(images(hw=source_hw, kinds=BAD_IMAGES),
-                              images(hw=(source_hw[0] + 1, source_hw[1]), kinds=("ok",)), st.none()))
-    stitch_mask = pick(data, "mask", broken, st.one_of(st.just(mask), masks(source_hw, batch, kinds=GOOD_MASKS)),
-                       masks(source_hw, batch, kinds=BAD_MASKS))
-    geometry = pick(data, "geometry", broken, st.just(r.geometry),
+    decoded = fz.pick(data, "image", broken, fz.images(hw=canvas_hw, batches=(batch,), kinds=fz.GOOD_IMAGES),
+                   st.one_of(fz.images(hw=canvas_hw, batches=(batch,), kinds=fz.BAD_IMAGES),
+                             fz.images(hw=(canvas_hw[0] + 16, canvas_hw[1]), kinds=("ok",))))
+    original = fz.pick(data, "original_image", broken,
+                    st.one_of(st.just(edit), fz.images(hw=source_hw, batches=(1, batch), kinds=fz.GOOD_IMAGES)),
+                    st.one_of(fz.images(hw=source_hw, kinds=fz.BAD_IMAGES),
+                              fz.images(hw=(source_hw[0] + 1, source_hw[1]), kinds=("ok",)), st.none()))
+    stitch_mask = fz.pick(data, "mask", broken,
+                          st.one_of(st.just(mask), fz.masks(source_hw, batch, kinds=fz.GOOD_MASKS)),
+                       fz.masks(source_hw, batch, kinds=fz.BAD_MASKS))
+    geometry = fz.pick(data, "geometry", broken, st.just(r.geometry),
                     st.sampled_from([(), "geometry", None, r.geometry[:1] + r.geometry]))
-    grow = pick(data, "grow_mask_px", broken, widget_values(0, 1024, integer=True, bad=False),
-                widget_values(0, 4096, integer=True, bad=True))
-    feather = pick(data, "feather_px", broken, widget_values(0, 1024, integer=True, bad=False),
-                   widget_values(0, 4096, integer=True, bad=True))
-    color = pick(data, "color_match", broken, st.booleans(), st.sampled_from([1, None, "yes"]))
+    grow = fz.pick(data, "grow_mask_px", broken, fz.widget_values(0, 1024, integer=True, bad=False),
+                fz.widget_values(0, 4096, integer=True, bad=True))
+    feather = fz.pick(data, "feather_px", broken, fz.widget_values(0, 1024, integer=True, bad=False),
+                   fz.widget_values(0, 4096, integer=True, bad=True))
+    color = fz.pick(data, "color_match", broken, st.booleans(), st.sampled_from([1, None, "yes"]))
     out = TALLY.call("stitch", _invalid(broken, STITCH_COMBOS), stitch, decoded, geometry, original, stitch_mask, grow, feather, color)
     if broken in ("image", "grow_mask_px", "feather_px", "color_match", "geometry") or (
         broken == "original_image" and not g0.reference_only
     ):
-        assert out is REFUSED, f"a broken {broken} was accepted"
-    if out is not REFUSED:
+        assert out is fz.REFUSED, f"a broken {broken} was accepted"
+    if out is not fz.REFUSED:
         hw = (g0.crop_h, g0.crop_w) if g0.reference_only else source_hw
-        assert_image(out, "stitched", batch=len(geometry), hw=hw)
+        fz.assert_image(out, "stitched", batch=len(geometry), hw=hw)
         if not g0.reference_only and original is edit and stitch_mask is mask and grow == feather == 0 and not color:
             # Outside the mask the photo is returned as it was (the documented promise; bit for bit).
-            keep = torch.from_numpy(~expected_mask(mask, source_hw, batch))
+            keep = torch.from_numpy(~fz.expected_mask(mask, source_hw, batch))
             assert torch.equal(out[keep], edit.expand(batch, -1, -1, -1)[keep])
 
 
-@fuzz_settings(150)
+@fz.fuzz_settings(150)
 @given(_canvas_for_stitch(), st.data())
 def test_canvas_to_crop(made, data):
     r, _, _, batch = made
     g = r.geometry[0]
     is_mask = data.draw(st.booleans(), "is_mask")
     if is_mask:
-        canvas = data.draw(st.one_of(st.just(r.mask), masks((g.canvas_h, g.canvas_w), batch)), "canvas")
+        canvas = data.draw(st.one_of(st.just(r.mask), fz.masks((g.canvas_h, g.canvas_w), batch)), "canvas")
     else:
-        canvas = data.draw(st.one_of(images(hw=(g.canvas_h, g.canvas_w), batches=(batch,)), images(max_side=40)),
+        canvas = data.draw(st.one_of(fz.images(hw=(g.canvas_h, g.canvas_w), batches=(batch,)), fz.images(max_side=40)),
                            "canvas")
     geometry = data.draw(st.one_of(st.just(g), st.just(r.geometry)), "geometry")
     invalid = ("canvas", "geometry") if isinstance(geometry, tuple) else "canvas"  # a tuple is not one geometry
     out = TALLY.call("canvas_to_crop", invalid, canvas_to_crop, canvas, geometry, is_mask=is_mask)
-    if out is not REFUSED:
+    if out is not fz.REFUSED:
         if is_mask:
             assert out.ndim == 3 and tuple(out.shape[1:]) == (g.crop_h, g.crop_w)
             assert bool(torch.isfinite(out).all()) and float(out.min()) >= 0 and float(out.max()) <= 1
@@ -339,10 +316,10 @@ def test_canvas_to_crop(made, data):
             assert bool(torch.isfinite(out).all()) and float(out.min()) >= 0 and float(out.max()) <= 1
 
 
-good_ratios = widget_values(1, 1024, integer=True, bad=False)
+good_ratios = fz.widget_values(1, 1024, integer=True, bad=False)
 # The core takes any integer ratio >= 1 (1024 is the canvas node's widget limit, checked by the node).
 bad_ratios = st.sampled_from([0, -1, -(10**9), 1.5, math.nan, math.inf, True, None, "1"])
-good_thresholds = st.tuples(widget_values(0, 300, integer=True, bad=False), widget_values(300, 2040, integer=True,
+good_thresholds = st.tuples(fz.widget_values(0, 300, integer=True, bad=False), fz.widget_values(300, 2040, integer=True,
                                                                                         bad=False))
 # The core's threshold rule: a finite real number >= 0 (no upper bound; 2040 is only the node widget's limit).
 _bad_threshold = st.sampled_from([-1, -0.5, -(10**9), math.nan, math.inf, -math.inf, True, None, "1"])
@@ -350,15 +327,15 @@ bad_thresholds = st.one_of(st.tuples(_bad_threshold, st.just(200)), st.tuples(st
                            st.just((300, 100)))
 
 
-@fuzz_settings(250)
+@fz.fuzz_settings(250)
 @given(st.data())
 def test_control_derived_guidance(data):
-    broken = data.draw(faults("image", "ratio", "low_threshold", "task"), "broken")
-    image = pick(data, "image", broken, good_images, bad_images)
+    broken = data.draw(fz.faults("image", "ratio", "low_threshold", "task"), "broken")
+    image = fz.pick(data, "image", broken, good_images, bad_images)
     hw, _ = _hw_batch(image)
-    ratio = pick(data, "ratio", broken, good_ratios, bad_ratios)
-    low, high = pick(data, "low_threshold", broken, good_thresholds, bad_thresholds)
-    task = pick(data, "task", broken, st.sampled_from(control.DERIVED_TASKS),
+    ratio = fz.pick(data, "ratio", broken, good_ratios, bad_ratios)
+    low, high = fz.pick(data, "low_threshold", broken, good_thresholds, bad_thresholds)
+    task = fz.pick(data, "task", broken, st.sampled_from(control.DERIVED_TASKS),
                 st.sampled_from(control.EXTERNAL_TASKS + ("repainting", "nope", None)))
     calls = {
         "recolorizing": ("control.recolorizing", control.recolorizing, (image,)),
@@ -376,29 +353,29 @@ def test_control_derived_guidance(data):
     if broken == "image" or (broken == "task") or (broken == "ratio" and task == "mosaic_repainting") or (
         broken == "low_threshold" and task == "canny_repainting"
     ):
-        assert out is REFUSED, f"a broken {broken} was accepted"
-    if out is not REFUSED:
-        assert_image(out, task, hw=hw)
+        assert out is fz.REFUSED, f"a broken {broken} was accepted"
+    if out is not fz.REFUSED:
+        fz.assert_image(out, task, hw=hw)
         if task == "canny_repainting":
             assert bool(((out == 0) | (out == 1)).all())
 
 
-@fuzz_settings(200)
+@fz.fuzz_settings(200)
 @given(st.data())
 def test_normalize_mask(data):
     hw = data.draw(st.tuples(st.integers(1, 48), st.integers(1, 48)), "edit_image")
     batch = data.draw(st.sampled_from([1, 2, 3]))
-    mask = data.draw(masks(hw, batch), "edit_mask")
+    mask = data.draw(fz.masks(hw, batch), "edit_mask")
     out = TALLY.call("normalize_mask", "edit_mask", normalize_mask, mask, hw, batch)
-    if out is not REFUSED:
-        assert_binary_mask(out, "normalized", batch=batch, hw=hw)
-        assert np.array_equal(out.numpy() > 0.5, expected_mask(mask, hw, batch)), "not the documented mask rule"
+    if out is not fz.REFUSED:
+        fz.assert_binary_mask(out, "normalized", batch=batch, hw=hw)
+        assert np.array_equal(out.numpy() > 0.5, fz.expected_mask(mask, hw, batch)), "not the documented mask rule"
 
 
 # ==================================================================== model files
 
 
-@fuzz_settings(250)
+@fz.fuzz_settings(250)
 @given(data=st.data())
 def test_read_header_on_random_bytes(tmp_path_factory, data):
     d = tmp_path_factory.mktemp("fuzz_files", numbered=True)
@@ -450,7 +427,7 @@ def test_read_header_on_random_bytes(tmp_path_factory, data):
     intact = kind == "valid" and damage == "none" and name.endswith((".safetensors", ".sft"))
     header = TALLY.call("model_files.read_header", None if intact else "unet_name", mf.read_header, path,
                         "unet_name")
-    if header is REFUSED:
+    if header is fz.REFUSED:
         return
     assert header.file_size == len(raw)
     for info in header.tensors.values():
@@ -481,21 +458,21 @@ NEEDS_CONTROL = ("contour_repainting", "depth_repainting")
 def valid_canvas_inputs(draw, reference_only: bool = True) -> dict:
     """Valid inputs of build_canvas / build_canvas_around_mask / official_processor (as keyword values)."""
     task = draw(st.sampled_from(VALID_TASKS))
-    hw = draw(valid_hw())
+    hw = draw(fz.valid_hw())
     batch = draw(st.sampled_from([1, 2]))
-    edit = draw(valid_images(hw=hw, batch=batch))
+    edit = draw(fz.valid_images(hw=hw, batch=batch))
     if reference_only and task not in NEEDS_CONTROL and draw(st.integers(0, 7)) == 0:
         edit = None  # reference-only generation of height x width
     control_image = None
     if edit is not None and task != "repainting" and (task in NEEDS_CONTROL or draw(st.booleans())):
-        control_image = draw(valid_images(hw=hw, batch=draw(st.sampled_from([1, batch]))))
-    ref = draw(st.one_of(st.none(), valid_images(batch=draw(st.sampled_from([1, batch])))))
+        control_image = draw(fz.valid_images(hw=hw, batch=draw(st.sampled_from([1, batch]))))
+    ref = draw(st.one_of(st.none(), fz.valid_images(batch=draw(st.sampled_from([1, batch])))))
     low = draw(st.integers(0, 300))
     options = draw(st.one_of(st.none(), st.fixed_dictionaries({
         "low_threshold": st.just(low), "high_threshold": st.integers(low, 2040), "ratio": st.integers(1, 1024)})))
     return dict(
         task=task, hw=hw, batch=batch if edit is not None else int(ref.shape[0]) if ref is not None else 1, edit=edit,
-        mask=draw(valid_masks(hw, batch)) if edit is not None else None, ref=ref, control=control_image,
+        mask=draw(fz.valid_masks(hw, batch)) if edit is not None else None, ref=ref, control=control_image,
         layout=draw(st.sampled_from(["lora", "fft"])),
         mode=draw(st.sampled_from(["resize_to_height", "keep_pixels_pad"])),
         budget=draw(st.one_of(st.sampled_from([64, 256, 1024, 4096]), st.integers(64, 2048))),
@@ -509,8 +486,8 @@ def _out_dtype(i: dict) -> torch.dtype:
 
 
 def _check_valid_result(r, i: dict, budget: float, source_hw, untouched: bool) -> None:
-    region = expected_mask(i["mask"], source_hw, i["batch"]) if i["edit"] is not None else None
-    check_valid_canvas(r.image, r.mask, r.geometry, batch=i["batch"], budget=budget, source_hw=source_hw,
+    region = fz.expected_mask(i["mask"], source_hw, i["batch"]) if i["edit"] is not None else None
+    fz.check_valid_canvas(r.image, r.mask, r.geometry, batch=i["batch"], budget=budget, source_hw=source_hw,
                        dtype=_out_dtype(i), region=region, repaint=i["task"] == "repainting", uc=r.uc_image,
                        c=r.c_image)
     assert (r.uc_image is None) == (i["layout"] == "lora")
@@ -519,10 +496,10 @@ def _check_valid_result(r, i: dict, budget: float, source_hw, untouched: bool) -
     elif untouched:
         control_image = i["control"] if i["task"] not in ("repainting",) else None
         TALLY.note("  edit areas checked pixel by pixel",
-                   check_untouched_edit_area(r.image, r.mask, r.geometry, i["edit"], region, control_image))
+                   fz.check_untouched_edit_area(r.image, r.mask, r.geometry, i["edit"], region, control_image))
 
 
-@fuzz_settings(70)
+@fz.fuzz_settings(70)
 @given(valid_canvas_inputs())
 def test_build_canvas_accepts_valid_input(i):
     height, width = i["hw"]
@@ -532,7 +509,7 @@ def test_build_canvas_accepts_valid_input(i):
     _check_valid_result(r, i, i["budget"], i["hw"], untouched=True)
 
 
-@fuzz_settings(60)
+@fz.fuzz_settings(60)
 @given(valid_canvas_inputs(reference_only=False), st.data())
 def test_build_canvas_around_mask_accepts_valid_input(i, data):
     context = ContextSpec(margin_rel=data.draw(st.floats(0.0, 4.0), "context_margin"),
@@ -545,7 +522,7 @@ def test_build_canvas_around_mask_accepts_valid_input(i, data):
     _check_valid_result(r, i, i["budget"], i["hw"], untouched=not context.upscale)
 
 
-@fuzz_settings(50)
+@fz.fuzz_settings(50)
 @given(valid_canvas_inputs(), st.data())
 def test_official_processor_accepts_valid_input(i, data):
     use_reference = data.draw(st.booleans(), "use_reference")
@@ -567,12 +544,12 @@ def test_official_processor_accepts_valid_input(i, data):
 @st.composite
 def valid_stitch_case(draw) -> dict:
     """A valid canvas recipe (crop to mask or not) and what comes back from the VAE, to stitch or cut back."""
-    hw = draw(valid_hw())
+    hw = draw(fz.valid_hw())
     batch = draw(st.sampled_from([1, 2]))
-    edit = draw(valid_images(hw=hw, batch=batch))
+    edit = draw(fz.valid_images(hw=hw, batch=batch))
     return dict(
-        hw=hw, batch=batch, edit=edit, mask=draw(valid_masks(hw, batch)),
-        ref=draw(st.one_of(st.none(), valid_images(batch=1, hi=200))),
+        hw=hw, batch=batch, edit=edit, mask=draw(fz.valid_masks(hw, batch)),
+        ref=draw(st.one_of(st.none(), fz.valid_images(batch=1, hi=200))),
         layout=draw(st.sampled_from(["lora", "fft"])), task=draw(st.sampled_from(["repainting", "no_preprocess"])),
         mode=draw(st.sampled_from(["resize_to_height", "keep_pixels_pad"])),
         budget=draw(st.sampled_from([64, 256, 1024])), crop=draw(st.booleans()),
@@ -581,8 +558,8 @@ def valid_stitch_case(draw) -> dict:
         color_match=draw(st.booleans()),
         # The original: the edit image itself or the same values in another layout; the mask: the canvas' own,
         # none (the whole crop), or another valid mask of the photo.
-        original=draw(st.sampled_from([edit, with_layout(edit.contiguous(), "transposed")])),
-        stitch_mask=draw(st.one_of(st.just("same"), st.none(), valid_masks(hw, batch))),
+        original=draw(st.sampled_from([edit, fz.with_layout(edit.contiguous(), "transposed")])),
+        stitch_mask=draw(st.one_of(st.just("same"), st.none(), fz.valid_masks(hw, batch))),
     )
 
 
@@ -595,19 +572,19 @@ def _make_for_stitch(c: dict):
     return r
 
 
-@fuzz_settings(60)
+@fz.fuzz_settings(60)
 @given(valid_stitch_case(), st.data())
 def test_stitch_and_cut_back_accept_valid_input(c, data):
     r = TALLY.accept("stitch: the canvas (valid)", _make_for_stitch, c)
     g0 = r.geometry[0]
-    decoded = data.draw(valid_images(hw=(g0.canvas_h, g0.canvas_w), batch=c["batch"]), "decoded canvas")
+    decoded = data.draw(fz.valid_images(hw=(g0.canvas_h, g0.canvas_w), batch=c["batch"]), "decoded canvas")
     mask = c["mask"] if c["stitch_mask"] == "same" else c["stitch_mask"]
     out = TALLY.accept("stitch (valid)", stitch, decoded, r.geometry, c["original"], mask, c["grow"], c["feather"],
                        c["color_match"])
-    TALLY.note("  stitched masks checked pixel by pixel", check_stitched(
+    TALLY.note("  stitched masks checked pixel by pixel", fz.check_stitched(
         out, c["original"], mask, r.geometry, decoded, c["grow"], c["feather"], c["color_match"]))
     cut = TALLY.accept("cut_back (valid)", cut_back, decoded, r.geometry)
-    check_cut_back(cut, decoded, r.geometry)
+    fz.check_cut_back(cut, decoded, r.geometry)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])

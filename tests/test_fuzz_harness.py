@@ -93,8 +93,14 @@ class _Summary:
                 for line in tally.lines():
                     terminalreporter.write_line(line)
 
+    def pytest_sessionfinish(self, session) -> None:
+        """On a pytest-xdist worker: hand the counts to the controller (tests/conftest.py adds them up there)."""
+        if hasattr(session.config, "workeroutput"):
+            session.config.workeroutput[WORKER_KEY] = [(t.title, t.counts) for t in self.tallies]
+
 
 _PLUGIN_NAME = "ace-plus-fuzz-summary"
+WORKER_KEY = "ace_plus_fuzz_tallies"
 
 
 def register(config: pytest.Config, tally: Tally) -> None:
@@ -104,6 +110,20 @@ def register(config: pytest.Config, tally: Tally) -> None:
         config.pluginmanager.register(plugin, _PLUGIN_NAME)
     if tally not in plugin.tallies:
         plugin.tallies.append(tally)
+
+
+def merge_worker_tallies(config: pytest.Config, tallies: list[tuple[str, dict]]) -> None:
+    """Adds a pytest-xdist worker's counts into this (controller) process's tallies of the same titles."""
+    for title, counts in tallies:
+        plugin = config.pluginmanager.get_plugin(_PLUGIN_NAME)
+        tally = next((t for t in plugin.tallies if t.title == title), None) if plugin else None
+        if tally is None:
+            tally = Tally(title)
+            register(config, tally)
+        for name, (ok, refused) in counts.items():
+            entry = tally.counts.setdefault(name, [0, 0])
+            entry[0] += ok
+            entry[1] += refused
 
 
 # ==================================================================== checks of outputs

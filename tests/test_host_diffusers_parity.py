@@ -14,6 +14,9 @@ import pytest
 import torch
 from graphs import Graph, sampler
 from PIL import Image
+from tolerances import assert_catches, network_bound, sum_bound
+
+pytestmark = pytest.mark.numeric
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -117,7 +120,9 @@ def test_fill_layout_matches_diffusers(comfy_host, tiny_models, diffusers_fill, 
     hidden = torch.cat([_pack(noisy), _pack(image_latent), _pack(mask)], dim=2)
     assert hidden.shape == (1, (h // 2) * (w // 2), 384)
     layout_err = (call["img"].double() - hidden).abs().max().item()
-    assert layout_err < 1e-6, f"Fill model input differs from diffusers' packing by {layout_err:.2e}"
+    # ComfyUI builds the input in float32: latent_in (2 operations), noising (3), copies; magnitude: the largest value.
+    layout_tol = assert_catches(sum_bound(5, magnitude=hidden.abs().max().item()))
+    assert layout_err < layout_tol, f"Fill model input differs from diffusers' packing by {layout_err:.2e}"
 
     img_ids = torch.zeros(h // 2, w // 2, 3)
     img_ids[..., 1] = torch.arange(h // 2)[:, None]
@@ -137,4 +142,7 @@ def test_fill_layout_matches_diffusers(comfy_host, tiny_models, diffusers_fill, 
     assert got.shape == expected.shape == (1, (h // 2) * (w // 2), 64)
     rel = ((got - expected).norm() / expected.norm()).item()
     assert float(call["guidance"][0]) == 30.0
-    assert rel < 1e-5, f"ComfyUI vs diffusers relative error {rel:.2e}"
+    # Both run the same float32 maths with their own kernels: the transformer's layers, plus attention's reductions
+    # over the head dimension and the joint sequence.
+    tol = assert_catches(network_bound(diffusers_fill, extra_fan_ins=(128, hidden.shape[1] + call["txt"].shape[1])))
+    assert rel < tol, f"ComfyUI vs diffusers relative error {rel:.2e} (tolerance {tol:.1e})"

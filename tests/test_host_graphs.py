@@ -11,6 +11,7 @@ import pytest
 import torch
 from graphs import Graph, clip_l_text, sampler, tiny_loaders
 from PIL import Image
+from tolerances import assert_catches, sum_bound
 
 W, H = 96, 80  # non-square, multiples of 8 (InpaintModelConditioning crops to 8)
 HOLE = (16, 24, 40, 48)  # top, left, h, w of the masked area
@@ -83,6 +84,33 @@ def test_fft_layout_graph_end_to_end(comfy_host, probe, tiny_models, input_image
     assert saved.shape == (H, W, 3)
     out = probe("fft")
     assert out.shape == (1, H, W, 3) and torch.isfinite(out).all() and out.std() > 1e-3
+
+
+@pytest.mark.numeric
+@pytest.mark.parametrize("strength", [1.0, 0.5, -0.75])
+def test_ace_lora_loader_node_applies_the_lora_at_its_strength(comfy_host, tiny_models, strength):
+    """ACE++ LoRA Loader as ComfyUI calls it: the img_in weight it loads is W + strength * B @ A, recomputed here in
+    float64 from the two files."""
+    import comfy.model_management as mm
+    from safetensors.torch import load_file
+
+    nodes = comfy_host.node_class_mappings
+    model = nodes["UNETLoader"]().load_unet("tiny_flux_fill.safetensors", "default")[0]
+    (patched,) = nodes["ACEPlusLoraLoader"].execute(model, "tiny_fill_lora_peft.safetensors", strength).result
+    lora = load_file(str(tiny_models["tiny_fill_lora_peft"]))
+    up, down = (lora[f"diffusion_model.img_in.lora_{x}.weight"].double() for x in "BA")
+    base = load_file(str(tiny_models["tiny_flux_fill"]))["img_in.weight"].double()
+    expected = base + strength * up @ down
+    mm.load_models_gpu([patched])
+    try:
+        weight = patched.get_model_object("diffusion_model.img_in").weight.detach().double()
+    finally:
+        mm.unload_all_models()
+    # float32 rounds the rank products, their sum, the strength and the addition: terms up to |W| + |s| |B| @ |A|
+    magnitude = (base.abs() + abs(strength) * up.abs() @ down.abs()).max().item()
+    tol = assert_catches(sum_bound(down.shape[0] + 2, magnitude=magnitude))
+    assert (strength * up @ down).abs().max() > 0.05  # the LoRA's share is far above the tolerance
+    assert (weight - expected).abs().max().item() < tol
 
 
 @pytest.mark.parametrize("lora", ["tiny_fill_lora_peft.safetensors", "tiny_fill_lora_kohya.safetensors"])

@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from graphs import Graph
 from PIL import Image
+from tolerances import assert_catches, eps, network_bound, resample_bound
+
+pytestmark = pytest.mark.numeric
 
 EDIT_W, EDIT_H = 200, 136
 REF_W, REF_H = 90, 120
@@ -35,7 +38,9 @@ FLUX_SHIFT, FLUX_SCALE = 0.1159, 0.3611  # FLUX latent format: process_latent_in
 FFT = "tiny_ace_plus_fft.safetensors"
 FILL = "tiny_flux_fill.safetensors"
 VAE = "tiny_taef1.safetensors"
-TOL = 1e-5  # relative (max abs error / max abs value) per part
+# Pixels: the reference's antialiased resampling (the largest shrink: to keep_pixels_rate x the edit height) in
+# float32 against float64 here; everything else on the canvas is copied or set to gray (exact).
+PIXEL_TOL = assert_catches(resample_bound((REF_H, REF_W), (int(EDIT_H * KEEP_PIXELS_RATE), int(REF_W * KEEP_PIXELS_RATE))))
 
 
 @pytest.fixture
@@ -174,11 +179,19 @@ def _expected(start: torch.Tensor, concat: dict[str, torch.Tensor], mask: torch.
     return parts
 
 
+def _tolerances(vae, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Relative tolerance per part: a latent (and the start latent noised from one) carries the float32 rounding of
+    the VAE encoder, which the pack and this test run with whatever kernels the CPU picks (AVX-512, AVX2,
+    ``ATEN_CPU_CAPABILITY=default`` round differently); the folded mask holds 0 and 1 copied (exact up to eps)."""
+    latent = assert_catches(network_bound(vae.first_stage_model))
+    return {name: eps() if name.startswith("mask") else latent for name in parts}
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
-def _assert_forward_input(calls: list[dict], parts: dict[str, torch.Tensor], img_in: int) -> None:
+def _assert_forward_input(calls: list[dict], parts: dict[str, torch.Tensor], img_in: int, tol: dict) -> None:
     (call,) = calls  # one step, cfg 1: one model call
     x = call["x"]
     widths = {name: p.shape[1] for name, p in parts.items()}
@@ -189,7 +202,7 @@ def _assert_forward_input(calls: list[dict], parts: dict[str, torch.Tensor], img
     for name, p in parts.items():
         errors[name] = _rel(x[:, start : start + p.shape[1]], p)
         start += p.shape[1]
-    bad = {k: v for k, v in errors.items() if not v < TOL}
+    bad = {k: v for k, v in errors.items() if not v < tol[k]}
     if bad:  # say what each wrong slice holds instead, if it is another part
         holds = {}
         start = 0
@@ -197,7 +210,7 @@ def _assert_forward_input(calls: list[dict], parts: dict[str, torch.Tensor], img
             got = x[:, start : start + p.shape[1]]
             start += p.shape[1]
             if name in bad:
-                holds[name] = [o for o, q in parts.items() if q.shape == got.shape and _rel(got, q) < TOL] or "?"
+                holds[name] = [o for o, q in parts.items() if q.shape == got.shape and _rel(got, q) < tol[o]] or "?"
         pytest.fail(f"forward input differs: relative errors {bad}; the wrong slices hold {holds}")
 
 
@@ -215,7 +228,7 @@ def _assert_distinct(parts: dict[str, torch.Tensor]) -> None:
 def _close(got: torch.Tensor, expected: torch.Tensor, what: str) -> None:
     assert tuple(got.shape) == tuple(expected.shape), f"{what}: {tuple(got.shape)} != {tuple(expected.shape)}"
     err = (got.double() - expected).abs().max().item()
-    assert err < 1e-5, f"{what}: max abs error {err:.2e}"
+    assert err < PIXEL_TOL, f"{what}: max abs error {err:.2e} (tolerance {PIXEL_TOL:.1e})"
 
 
 # --- graphs ----------------------------------------------------------------------------------------------
@@ -293,7 +306,7 @@ def _check(vae, probe, calls, layout, task, canvas_and_mask, sizes):
     assert 0.05 < call["sigma"] < 0.95, call["sigma"]
     parts = _expected(start, concat, mask, call["sigma"])
     _assert_distinct(parts)
-    _assert_forward_input(calls, parts, width)
+    _assert_forward_input(calls, parts, width, _tolerances(vae, parts))
 
 
 # --- tests -----------------------------------------------------------------------------------------------
@@ -360,4 +373,4 @@ def test_dropin_conditioning_centre_crops_a_canvas_off_the_8px_grid(comfy_host, 
         concat, width = {"latent(canvas)": z_uc}, 384
     parts = _expected(z_uc, concat, mask, forward_inputs[0]["sigma"])
     _assert_distinct(parts)
-    _assert_forward_input(forward_inputs, parts, width)
+    _assert_forward_input(forward_inputs, parts, width, _tolerances(vae, parts))

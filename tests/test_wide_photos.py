@@ -18,6 +18,8 @@ from ace_plus_core.canvas import build_canvas, official_processor
 from canvas_helpers import build_canvas_around_mask
 from ace_plus_core.stitch import stitch
 
+pytestmark = pytest.mark.numeric
+
 LONG, SHORT, BUDGET = 4000, 500, 4096
 MAGENTA, GREEN = torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0.0, 1.0, 0.0])
 

@@ -38,30 +38,40 @@ echo "== ruff"
 echo "== comfy node validate"
 "$host/cli-venv/bin/comfy" --skip-prompt --no-enable-telemetry node validate
 echo "== pytest"
-"$py" -m pytest -q -p no:cacheprovider "$@"
+# Two workers (pytest-xdist, whole files per worker: each boots its own ComfyUI), torch at one thread each; the
+# fast, decisive files first (tests/conftest.py). ACE_TEST_WORKERS=0 runs in this process.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+workers=(-n "${ACE_TEST_WORKERS:-2}" --dist loadfile)
+[ "${ACE_TEST_WORKERS:-2}" = 0 ] && workers=()
+"$py" -m pytest -q -p no:cacheprovider "${workers[@]}" "$@"
+[ $# -eq 0 ] || exit 0
 
-# The tests that boot ComfyUI once more on each extra release (whole check only: no pytest arguments). Not there:
-# the browser test (that release's frontend package is not in the shared venv), the runner CLI and its synthetic
-# demo model (0.3.52 takes txt_in as 4096 wide), the hand-written conversions and the examples' widget lists
-# (written from 0.3.75's node definitions), the fuzzers and all but two example runs (time); byte equality of the
-# examples skips itself. The runner's HTTP servers run there (0.3.52's templates pin from setup_host.sh).
-older=(tests/test_host_loader.py tests/test_host_graphs.py tests/test_nodes_canvas_graphs.py tests/test_host_models.py
-       tests/test_host_models_full.py tests/test_model_input_layout.py tests/test_control_graphs.py
-       tests/test_official_workflows.py tests/test_robustness.py tests/test_stitch_proofs.py
-       tests/test_host_diffusers_parity.py tests/test_wide_photos.py tests/test_examples.py tests/test_clash.py
-       tests/test_packaging.py tests/test_search_and_advanced.py tests/test_golden_canvases.py tests/test_runner_http.py)
-# (The test of a ComfyUI older than 0.3.48 boots its own tree whatever COMFYUI_PATH says: main run only.)
-older_k="not well_formed and not demo_fill and (not test_example_runs_end_to_end or face_swap or no_preprocess)"
-older_k="$older_k and not older_comfyui"
-# 0.33.0 runs all of these tests, every example end to end, and the runner's CLI (the README main job).
-newer=("${older[@]}" tests/test_runner_cli.py)
-if [ $# -eq 0 ]; then
-  for release in $ACE_EXTRA_COMFYUI; do
-    echo "== pytest on ComfyUI $release"
-    if [ "$release" = 0.33.0 ]; then
-      COMFYUI_PATH=$host/ComfyUI-$release "$py" -m pytest -q -p no:cacheprovider "${newer[@]}" -k "not older_comfyui"
-    else
-      COMFYUI_PATH=$host/ComfyUI-$release "$py" -m pytest -q -p no:cacheprovider "${older[@]}" -k "$older_k"
-    fi
-  done
-fi
+# Whole check only (no pytest arguments):
+# 1. On each extra ComfyUI release, the tests that boot it and run the pack's loaders, nodes and graphs there: a
+#    lean subset (not the fuzzers or the core's proofs, which do not depend on the release). Not there either: the
+#    browser test (that release's frontend package is not in the shared venv), the hand-written conversions and the
+#    examples' widget lists (written from 0.3.75's node definitions). The runner's HTTP servers run there (0.3.52's
+#    templates pin from setup_host.sh). The test of a ComfyUI older than 0.3.48 boots its own tree whatever
+#    COMFYUI_PATH says: main run only.
+per_release=(tests/test_host_loader.py tests/test_host_graphs.py tests/test_nodes_canvas_graphs.py
+             tests/test_host_models.py tests/test_host_models_full.py tests/test_model_input_layout.py
+             tests/test_control_graphs.py tests/test_official_workflows.py tests/test_host_diffusers_parity.py
+             tests/test_examples.py tests/test_clash.py tests/test_packaging.py tests/test_search_and_advanced.py
+             tests/test_golden_canvases.py tests/test_robustness.py tests/test_runner_http.py tests/test_host_gguf.py)
+per_release_k="not older_comfyui"
+# 0.3.52: not the runner's synthetic demo model (0.3.52 takes txt_in as 4096 wide), all but two example runs (time).
+k_0_3_52="$per_release_k and not well_formed and not demo_fill"
+k_0_3_52="$k_0_3_52 and (not test_example_runs_end_to_end or face_swap or no_preprocess)"
+# 0.33.0 (the newest): every example end to end and the runner's CLI (the README main job) too.
+extra_0_33_0=(tests/test_runner_cli.py)
+for release in $ACE_EXTRA_COMFYUI; do
+  echo "== pytest on ComfyUI $release"
+  var=${release//./_}
+  k_var=k_$var extra_var=extra_$var[@]
+  COMFYUI_PATH=$host/ComfyUI-$release "$py" -m pytest -q -p no:cacheprovider "${workers[@]}" "${per_release[@]}" \
+    "${!extra_var}" -k "${!k_var:-$per_release_k}"
+done
+# 2. The numeric tests once more on torch's plain CPU kernels: a tolerance that holds for one vectorisation only
+#    (AVX2, AVX-512) fails here, on the developer's machine, before it fails on someone else's.
+echo "== pytest on ATEN_CPU_CAPABILITY=default (numeric tests)"
+ATEN_CPU_CAPABILITY=default "$py" -m pytest -q -p no:cacheprovider "${workers[@]}" -m numeric
