@@ -184,7 +184,9 @@ class ACEPlusCutBack(io.ComfyNode):
                 "no lost columns) and scales it back to the size it had in the edit image."
             ),
             inputs=[
-                io.Image.Input("image", tooltip="The decoded canvas (VAE Decode of the sampled latent)."),
+                io.Image.Input("image", tooltip="The decoded canvas (VAE Decode of the sampled latent): one image per "
+                                                "canvas, or any number of variations of a canvas made from one "
+                                                "photo (e.g. the latent through RepeatLatentBatch)."),
                 Geometry.Input("geometry", tooltip="The geometry output of the ACE++ Canvas that made this canvas."),
             ],
             outputs=[
@@ -214,7 +216,9 @@ class ACEPlusStitch(io.ComfyNode):
                 "enlarged photo, the original pixels in place."
             ),
             inputs=[
-                io.Image.Input("image", tooltip="The decoded canvas (VAE Decode of the sampled latent)."),
+                io.Image.Input("image", tooltip="The decoded canvas (VAE Decode of the sampled latent): one image per "
+                                                "canvas, or any number of variations of a canvas made from one "
+                                                "photo (e.g. the latent through RepeatLatentBatch)."),
                 Geometry.Input("geometry", tooltip="The geometry output of the ACE++ Canvas that made this canvas."),
                 io.Image.Input("original_image", optional=True,
                                tooltip="The edit image that went into ACE++ Canvas (full resolution)."),
