@@ -39,6 +39,7 @@ installs both. Without them (or without the newest frontend) the test is skipped
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -55,7 +56,7 @@ from pathlib import Path
 
 import pytest
 from paths import OFFICIAL_WORKFLOWS
-from test_examples import PUBLISHED
+from test_examples import PUBLISHED, REDUX_NODES, TINY_FILES, TINY_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -216,31 +217,27 @@ def templates() -> dict[str, tuple[Path, dict]]:
     return _templates()
 
 
-@pytest.fixture(scope="module", params=_frontends())
-def server(request, tmp_path_factory, comfy_host, tiny_models, templates):
-    """A real ComfyUI server (its own process, CPU) with the pack in custom_nodes, the published model names and
-    the templates' model names, serving one frontend. Yields url, base (dir), version, pinned, object_info."""
-    root, version = request.param
-    _require_browser(version is None)
-    base = tmp_path_factory.mktemp("browser_server")
+def _server_base(tmp_path_factory, name: str) -> Path:
+    """A fresh ComfyUI base directory with the pack in custom_nodes and the browser test's frontend settings."""
+    base = tmp_path_factory.mktemp(name)
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "ace_plus").symlink_to(REPO, target_is_directory=True)
     settings = base / "user" / "default"
     settings.mkdir(parents=True)
     (settings / "comfy.settings.json").write_text(json.dumps(FRONTEND_SETTINGS))
-    # The model file names, as empty placeholders: the frontend and validation only list names. Those our
-    # examples name are written by the browser script once it has seen them missing ("placeholders").
-    ours = {(folder, name) for folder, names in PUBLISHED_MODELS.items() for name in names}
-    for folder, name in _template_models(templates) - ours:
-        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
-        (base / "models" / folder / name).write_bytes(b"")
+    return base
+
+
+@contextlib.contextmanager
+def _running_server(comfy_dir: Path, base: Path, root: Path | None):
+    """ComfyUI's main.py serving ``base`` (its own process, CPU; ``root``: another frontend); yields its URL."""
     port = _free_port()
     cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--disable-auto-launch", "--base-directory", str(base)]
     if root is not None:
         cmd += ["--front-end-root", str(root)]
     server_log = open(base / "server.log", "w")  # noqa: SIM115 (closed in the finalizer)
-    proc = subprocess.Popen(cmd, cwd=comfy_host.comfy_dir, stdout=server_log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=comfy_dir, stdout=server_log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 120
@@ -254,9 +251,7 @@ def server(request, tmp_path_factory, comfy_host, tiny_models, templates):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("ComfyUI server did not start:\n" + (base / "server.log").read_text()[-3000:])
             time.sleep(0.5)
-        yield {"url": url, "base": base, "version": version, "pinned": root is None,
-               "object_info": _get_json(url + "object_info"),
-               "placeholders": sorted(str(base / "models" / folder / name) for folder, name in ours)}
+        yield url
     finally:
         proc.terminate()
         try:
@@ -264,6 +259,25 @@ def server(request, tmp_path_factory, comfy_host, tiny_models, templates):
         except subprocess.TimeoutExpired:
             proc.kill()
         server_log.close()
+
+
+@pytest.fixture(scope="module", params=_frontends())
+def server(request, tmp_path_factory, comfy_host, tiny_models, templates):
+    """A real ComfyUI server (its own process, CPU) with the pack in custom_nodes, the published model names and
+    the templates' model names, serving one frontend. Yields url, base (dir), version, pinned, object_info."""
+    root, version = request.param
+    _require_browser(version is None)
+    base = _server_base(tmp_path_factory, "browser_server")
+    # The model file names, as empty placeholders: the frontend and validation only list names. Those our
+    # examples name are written by the browser script once it has seen them missing ("placeholders").
+    ours = {(folder, name) for folder, names in PUBLISHED_MODELS.items() for name in names}
+    for folder, name in _template_models(templates) - ours:
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        (base / "models" / folder / name).write_bytes(b"")
+    with _running_server(comfy_host.comfy_dir, base, root) as url:
+        yield {"url": url, "base": base, "version": version, "pinned": root is None,
+               "object_info": _get_json(url + "object_info"),
+               "placeholders": sorted(str(base / "models" / folder / name) for folder, name in ours)}
 
 
 def _without_meta(prompt: dict) -> dict:
@@ -544,3 +558,84 @@ def test_chinese_locale_shows_translated_node_names(browser_results, server):
     if server["pinned"] and missing == {zh[k] for k in ours}:
         pytest.xfail(f"frontend {server['version']} drops custom-node translations when it loads a locale")
     assert not missing, f"the node library in {LOCALE} lacks {sorted(missing)}; it lists {sorted(listed)}"
+
+
+# --- every template opened from the template browser and run (tests/browser/run_templates.mjs) ----------------------
+
+# The queued prompt made small for the CPU on its way to the server (as test_examples.tiny_graph does): the published
+# model names are the synthetic files (TEMPLATE_RUN_FILES), CLIP-L alone stands in for DualCLIPLoader (T5-XXL is
+# 9.5 GB whatever a file holds), 1 sampler step, a 256-token canvas, and the Redux branch is left out (ComfyUI builds
+# SigLIP and FLUX.1-Redux at full size, about 460M parameters, and Redux's 4096-wide tokens do not fit the tiny
+# FLUX's 768-wide text input; test_examples.py explains).
+TEMPLATE_RUN_REWRITE = {
+    "drop": list(REDUX_NODES),
+    "nodes": {
+        "DualCLIPLoader": {"class_type": "CLIPLoader",
+                           "inputs": {"clip_name": "clip_l.safetensors", "type": "stable_diffusion"}},
+        "KSampler": {"inputs": {"steps": 1}},
+        "ACEPlusCanvas": {"inputs": {"max_image_tokens": TINY_TOKENS}},
+    },
+}
+TEMPLATE_RUN_FILES = {**TINY_FILES, "clip_l.safetensors": "clip_l_random.safetensors"}
+# A test-only custom node file for the server: the detection patch the tiny FLUX needs (tests/conftest.py).
+TINY_DETECTION_NODE = f"""import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import tiny_flux_detection
+tiny_flux_detection.install()
+NODE_CLASS_MAPPINGS = {{}}
+"""
+
+
+@pytest.fixture(scope="module")
+def template_runs(tmp_path_factory, comfy_host, tiny_models):
+    """Every template of example_workflows/ opened from the template browser of the pinned frontend and queued, on a
+    server whose input folder starts empty (the pack copies the pictures at start-up) and whose published model
+    names are synthetic files. {template name: result} (tests/browser/run_templates.mjs)."""
+    _require_browser(False)
+    from conftest import model_cache_dir
+
+    base = _server_base(tmp_path_factory, "template_server")
+    (base / "custom_nodes" / "ace_plus_test_tiny_detection.py").write_text(TINY_DETECTION_NODE)
+    cache = model_cache_dir()
+    for folder, names in PUBLISHED_MODELS.items():
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            tiny = TEMPLATE_RUN_FILES.get(name)
+            if tiny is None:  # t5xxl, Redux, SigLIP: named by the templates, never loaded (see the rewrite)
+                (base / "models" / folder / name).write_bytes(b"")
+            else:
+                (base / "models" / folder / name).symlink_to(next(cache.glob(f"*/{tiny}")))
+    out = tmp_path_factory.mktemp("template_runs")
+    config = {"module": PACK, "names": _template_names(), "rewrite": TEMPLATE_RUN_REWRITE}
+    (out / "config.json").write_text(json.dumps(config))
+    with _running_server(comfy_host.comfy_dir, base, None) as url:
+        result = subprocess.run(["node", str(BROWSER_DIR / "run_templates.mjs"), url, str(out), str(out / "config.json")],
+                                capture_output=True, text=True, timeout=1800, cwd=BROWSER_DIR)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {r["name"]: r for r in json.loads((out / "template_runs.json").read_text())}
+    return {"runs": runs, "base": base, "server_log": (base / "server.log").read_text()}
+
+
+def test_every_template_opens_from_the_browser_and_runs(template_runs):
+    """No 404 (the pictures are there, under input/ace_plus/), every image node shows its picture, and the queued
+    template gives its output image(s): four for the variations template (RepeatLatentBatch)."""
+    from PIL import Image
+
+    names = _template_names()
+    assert sorted(template_runs["runs"]) == names
+    base = template_runs["base"]
+    for name in names:
+        r = template_runs["runs"][name]
+        assert "error" not in r, f"{name}: {r['error'][:1500]}"
+        assert r["failedRequests"] == [], f"{name}: {r['failedRequests']}"
+        doc = json.loads((TEMPLATES / f"{name}.json").read_text())
+        assert r["nodeCount"] == len(doc["nodes"]), name
+        assert r["imageNodes"] and all(n["value"].startswith("ace_plus/") and n["width"] > 0 for n in r["imageNodes"]), \
+            f"{name}: {r['imageNodes']}"
+        assert r["status"]["status_str"] == "success", f"{name}: {r['status']}\n{template_runs['server_log'][-3000:]}"
+        saved = [img for o in r["outputs"].values() for img in o.get("images", []) if img.get("type") == "output"]
+        repeat = [n["widgets_values"][0] for n in doc["nodes"] if n["type"] == "RepeatLatentBatch"]
+        assert len(saved) == (repeat[0] if repeat else 1), f"{name}: {saved}"
+        for img in saved:
+            with Image.open(base / "output" / img["subfolder"] / img["filename"]) as im:
+                assert im.width > 0 and im.height > 0
