@@ -31,7 +31,14 @@ only for it (any other difference fails): it no longer sends the frontend-only `
 definition also uses (subgraphDeduplication.ts), so those prompts are compared up to node ids. Its missing-models
 list copies a Hugging Face file's page URL (``/blob/``) where the workflow gives the download (``/resolve/``).
 The pinned frontend (1.32.9) shows no custom-node translations: loading a locale's own messages replaces the ones
-it merged from ``/i18n`` (its loadLocale calls setLocaleMessage), so there the translated names are an xfail.
+it merged from ``/i18n`` (its loadLocale calls setLocaleMessage), so there the translated names are an xfail (strict:
+an older frontend that shows them fails). The first release that shows them, FIRST_TRANSLATED_FRONTEND (1.33.13,
+which the README names), gets a server of its own for that check only.
+
+Apart from those, every template is opened from the template browser of the pinned frontend on a server whose input
+folder starts empty and whose published model names are synthetic files: no request fails (no 404 for a picture:
+the pack copies them to input/ace_plus/ at start-up), and queued (the prompt made small on its way, see
+TEMPLATE_RUN_REWRITE) it saves its output image(s) (tests/browser/run_templates.mjs).
 
 Needs /usr/bin/chromium (Debian's package) and tests/browser/node_modules (``npm ci`` there); tools/test.sh
 installs both. Without them (or without the newest frontend) the test is skipped locally and fails under CI.
@@ -67,6 +74,12 @@ OFFICIAL = OFFICIAL_WORKFLOWS
 SCREENSHOTS = REPO / "docs" / "screenshots"
 HOST_DIR = Path(os.environ.get("ACE_HOST_DIR") or Path.home() / ".cache" / "ace-plus-host")
 LATEST_FRONTEND = HOST_DIR / "frontend-latest"
+# The first comfyui-frontend-package that shows custom-node translations: ComfyUI_frontend PR #7214 ("preserve
+# custom nodes i18n data when locales are lazily loaded": loadLocale merges them back after setLocaleMessage), in
+# 1.33.13 and, on the next line, 1.34.7 (1.34.0-1.34.6 lack it), then every later release (read from the packages'
+# loadLocale; 1.32.9, which ComfyUI 0.3.75 pins, drops them). The README names it; tools/test.sh installs it.
+FIRST_TRANSLATED_FRONTEND = "1.33.13"
+FIRST_TRANSLATED_DIR = HOST_DIR / f"frontend-{FIRST_TRANSLATED_FRONTEND}"
 PUBLISHED_MODELS = {
     "diffusion_models": ["flux1-fill-dev.safetensors", "ace_plus_fft.safetensors"],
     "loras": ["comfyui_portrait_lora64.safetensors", "comfyui_subject_lora16.safetensors",
@@ -548,16 +561,58 @@ def test_node_help_page_is_the_pack_docs(browser_results):
     assert _first_paragraph(localized) in help_["text"].replace("\n", " "), f"{help_['via']}: {help_['text'][:300]}"
 
 
-def test_chinese_locale_shows_translated_node_names(browser_results, server):
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def _missing_translations(listed, object_info) -> tuple[set[str], set[str]]:
+    """(the zh names of the pack's nodes, those the node library did not list)."""
     zh = _zh_names()
     assert zh, "locales/zh/nodeDefs.json is missing or names no node"
-    listed = set(_pack_part(browser_results, "localeNames"))
-    ours = {k for k, v in browser_results["object_info"].items() if v.get("python_module", "").startswith(
-        "custom_nodes.")} & zh.keys()
-    missing = {zh[k] for k in ours} - listed
-    if server["pinned"] and missing == {zh[k] for k in ours}:
+    ours = {k for k, v in object_info.items() if v.get("python_module", "").startswith("custom_nodes.")} & zh.keys()
+    expected = {zh[k] for k in ours}
+    return expected, expected - set(listed)
+
+
+def test_chinese_locale_shows_translated_node_names(browser_results, server):
+    expected, missing = _missing_translations(_pack_part(browser_results, "localeNames"), browser_results["object_info"])
+    if _version(server["version"]) < _version(FIRST_TRANSLATED_FRONTEND):
+        # Strict: an older frontend that shows them means the README's version is wrong.
+        assert missing == expected, f"frontend {server['version']} shows translations: update FIRST_TRANSLATED_FRONTEND"
         pytest.xfail(f"frontend {server['version']} drops custom-node translations when it loads a locale")
-    assert not missing, f"the node library in {LOCALE} lacks {sorted(missing)}; it lists {sorted(listed)}"
+    assert not missing, f"the node library in {LOCALE} lacks {sorted(missing)}"
+
+
+@pytest.fixture(scope="module")
+def first_translated(tmp_path_factory, comfy_host):
+    """The node library in Chinese on the first frontend that shows custom-node translations (pack_ui.mjs, its
+    locale part only, on a server of its own)."""
+    static = FIRST_TRANSLATED_DIR / "comfyui_frontend_package" / "static"
+    if not static.is_dir():
+        message = f"browser test needs comfyui-frontend-package {FIRST_TRANSLATED_FRONTEND} in {FIRST_TRANSLATED_DIR}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message + " (bash tools/test.sh installs it)")
+    _require_browser(False)
+    base = _server_base(tmp_path_factory, "first_translated_server")
+    out = tmp_path_factory.mktemp("first_translated_out")
+    (out / "jobs.json").write_text("[]")
+    (out / "pack.json").write_text(json.dumps({"locale": {"locale": LOCALE, "search": "ACE++"}}))
+    with _running_server(comfy_host.comfy_dir, base, static) as url:
+        object_info = _get_json(url + "object_info")
+        result = subprocess.run(["node", str(BROWSER_DIR / "check_workflows.mjs"), url, str(out), str(out / "jobs.json"),
+                                 str(out / "pack.json")], capture_output=True, text=True, timeout=600, cwd=BROWSER_DIR)
+    assert result.returncode == 0, result.stderr[-3000:]
+    raw = json.loads((out / "results.json").read_text())
+    return {"version": raw["frontendVersion"], "pack": raw["pack"], "object_info": object_info}
+
+
+def test_the_first_translated_frontend_shows_the_chinese_names_and_the_readme_names_it(first_translated):
+    assert first_translated["version"] == FIRST_TRANSLATED_FRONTEND
+    expected, missing = _missing_translations(_pack_part(first_translated, "localeNames"), first_translated["object_info"])
+    assert expected and not missing, f"frontend {FIRST_TRANSLATED_FRONTEND}: the node library lacks {sorted(missing)}"
+    readme = (REPO / "README.md").read_text()
+    assert f"frontend {FIRST_TRANSLATED_FRONTEND} or newer" in readme
 
 
 # --- every template opened from the template browser and run (tests/browser/run_templates.mjs) ----------------------

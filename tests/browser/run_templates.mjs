@@ -49,12 +49,15 @@ function small(prompt) {
   }
   return out;
 }
+let queueAnswer = null;  // the server's answer to the last queued prompt
 await page.route("**/api/prompt", async (route) => {
   const request = route.request();
   if (request.method() !== "POST") return route.continue();
   const body = JSON.parse(request.postData());
   body.prompt = small(body.prompt);
-  await route.continue({ postData: JSON.stringify(body) });
+  const response = await route.fetch({ postData: JSON.stringify(body) });
+  queueAnswer = { status: response.status(), text: await response.text() };
+  await route.fulfill({ response });
 });
 await page.goto(url, { waitUntil: "load", timeout: 60000 });
 await page.waitForFunction(() => window.app && window.app.graph && window.LiteGraph, null, { timeout: 60000 });
@@ -90,7 +93,12 @@ async function openFromBrowser(name) {
 async function queueAndWait() {
   const history = () => page.evaluate(async () => (await window.app.api.fetchApi("/history")).json());
   const known = Object.keys(await history());
+  queueAnswer = null;
   await page.evaluate(() => window.app.queuePrompt(0, 1));
+  for (let i = 0; i < 100 && !queueAnswer; i++) await page.waitForTimeout(100);
+  if (!queueAnswer || queueAnswer.status !== 200) {
+    throw new Error(`the server did not take the prompt: ${queueAnswer ? queueAnswer.text.slice(0, 1500) : "no answer"}`);
+  }
   for (const deadline = Date.now() + 180000; Date.now() < deadline;) {
     await page.waitForTimeout(1000);
     const fresh = Object.entries(await history()).find(([id, h]) => !known.includes(id) && h.status &&
