@@ -281,8 +281,8 @@ def _prepare(
     if edit_image is None:
         if edit_mask is not None:
             logger.warning("edit_mask is ignored without an edit_image (reference-only generation edits everything)")
-        height = validate.check_side(height, "height")
-        width = validate.check_side(width, "width")
+        height = validate.check_side(height, "height", limits.MAX_SIDE)
+        width = validate.check_side(width, "width", limits.MAX_SIDE)
         # Constant planes as stride-0 views: a 16384 px blank area costs no memory (the fits never copy it whole).
         edit = torch.full((1, 1, 1, 1), 0.5, dtype=dtype, device=device).expand(batch, 3, height, width)
         mask = torch.ones((1, 1, 1, 1), dtype=dtype, device=device).expand(batch, 1, height, width)

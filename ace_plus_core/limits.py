@@ -25,10 +25,14 @@ class Range:
         return validate.check_number(value, name, self.lo, self.hi, integer=isinstance(self.step, int))
 
 
+#: Largest height/width of a generated area (ComfyUI's own ``MAX_RESOLUTION``): the ACE++ Canvas widgets and the
+#: core's check of values from links and direct calls.
+MAX_SIDE = 16384
+
 # ACE++ Canvas
 CANVAS_TOKENS = Range(64, 65536, 16, 4096)
 KEEP_PIXELS_RATE = Range(0.01, 1.0, 0.01, 0.8)
-CANVAS_SIDE = Range(16, 8192, 16, 1024)
+CANVAS_SIDE = Range(16, MAX_SIDE, 16, 1024)
 CANNY_LOW = Range(0, 2040, 1, DEFAULT_CANNY_LOW)
 CANNY_HIGH = Range(0, 2040, 1, DEFAULT_CANNY_HIGH)
 MOSAIC_RATIO = Range(1, 1024, 1, DEFAULT_MOSAIC_RATIO)

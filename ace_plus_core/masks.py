@@ -86,6 +86,22 @@ def normalize_mask(
     return binary.to(dtype)
 
 
+def empty_mask_warning(mask: torch.Tensor | None, name: str = "edit_mask", image_name: str = "edit_image") -> str | None:
+    """The warning for a connected mask that marks no pixel (in every item, or in some): those items are regenerated
+    whole (the rule above). None when every item marks something or no mask is connected. ``mask``: one the canvas
+    accepted (``[B, H, W]``, ``[H, W]`` or ``[B, 1, H, W]``)."""
+    if mask is None:
+        return None
+    m = mask[:, 0] if mask.ndim == 4 else mask[None] if mask.ndim == 2 else mask
+    empty = (~(m > 0.5).flatten(1).any(dim=1)).nonzero().flatten().tolist()
+    if not empty:
+        return None
+    which = f"{name} marks no pixel" if len(empty) == m.shape[0] else f"{name} items {empty} mark no pixel"
+    return (f"{which} (all black, or LoadImage's placeholder for an image without alpha): the whole {image_name} "
+            f"will be regenerated. To edit a region, mark it white in the mask (right-click the image > Open in "
+            f"MaskEditor, or load a mask image); to regenerate everything on purpose, disconnect {name}.")
+
+
 def outpaint_mask(
     mask: torch.Tensor | None, image_hw: tuple[int, int], batch: int, outpaint: tuple[int, int, int, int], *,
     name: str = "edit_mask", new_area: float = 1.0, device: torch.device | str | None = None,

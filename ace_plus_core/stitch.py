@@ -97,15 +97,21 @@ def _color_transform(gen: torch.Tensor, orig_box: torch.Tensor, weight_of) -> tu
 
 
 def _check_decoded(decoded, geometry) -> tuple[torch.Tensor, tuple[CanvasGeometry, ...]]:
-    """The decoded canvas batch and its geometry (one per item), checked against each other."""
+    """The decoded canvas batch and its geometry, one per item: N images of N canvases, or N images of one canvas
+    (variations, e.g. the latent through RepeatLatentBatch: the geometry is used for every image, the way a mask
+    of batch 1 is)."""
     geometry = check_geometries(geometry, "geometry")
     decoded = validate.check_image(decoded, "image")
-    if decoded.shape[0] != len(geometry):
-        raise ValueError(
-            f"image has a batch of {decoded.shape[0]} but geometry describes {len(geometry)} canvases; decode the "
-            "latent sampled from the same ACE++ Canvas."
-        )
-    return decoded, geometry
+    n = int(decoded.shape[0])
+    if n == len(geometry):
+        return decoded, geometry
+    if len(geometry) == 1:
+        return decoded, geometry * n
+    raise ValueError(
+        f"image has a batch of {n} but geometry describes {len(geometry)} canvases; decode the latent sampled from "
+        f"the same ACE++ Canvas: {len(geometry)} images (one per canvas), or any number of variations of a single "
+        "canvas (make the canvas from one photo)."
+    )
 
 
 def cut_back(decoded: torch.Tensor, geometry: tuple[CanvasGeometry, ...]) -> torch.Tensor:

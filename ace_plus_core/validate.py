@@ -16,8 +16,6 @@ logger = logging.getLogger(__name__)
 
 #: Channel counts an IMAGE may have (gray, RGB, RGBA; alpha is dropped).
 IMAGE_CHANNELS = (1, 3, 4)
-#: Largest side of a generated area, ComfyUI's own ``MAX_RESOLUTION``.
-MAX_SIDE = 16384
 
 
 def _nonfinite_message(x: torch.Tensor, name: str, what: str) -> str:
@@ -140,9 +138,9 @@ def check_number(
     return v
 
 
-def check_side(value: Any, name: str) -> int:
-    """A generated area's side in pixels: an integer in [1, MAX_SIDE]."""
-    return int(check_number(value, name, 1, MAX_SIDE, integer=True, what="pixels"))
+def check_side(value: Any, name: str, max_side: int) -> int:
+    """A generated area's side in pixels: an integer in [1, max_side] (``limits.MAX_SIDE``)."""
+    return int(check_number(value, name, 1, max_side, integer=True, what="pixels"))
 
 
 def message_of(check: Callable[..., Any], *args: Any, **kwargs: Any) -> bool | str:

@@ -7,7 +7,7 @@ Node ids, once shipped, never change.
 
 from comfy_api.v0_0_2 import ComfyExtension, io
 
-from . import clash
+from . import clash, example_inputs
 
 
 def _node_modules() -> tuple:
@@ -28,4 +28,6 @@ class ACEPlusExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         node_list = all_nodes()
         clash.watch(node_list)  # one warning if another folder registers the official ids too
+        # Called once when ComfyUI loads the pack (0.3.48 .. 0.3.75 never call on_load): the templates' pictures.
+        example_inputs.install()
         return node_list

@@ -5,9 +5,9 @@ from __future__ import annotations
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import canvas as core
-from ..ace_plus_core import control, limits, stitch, validate
+from ..ace_plus_core import control, limits, masks, stitch, validate
 from ..ace_plus_core.crop import ContextSpec
-from .common import ADVANCED, CANVAS_TASK_TOOLTIP, CATEGORY, Geometry, aliases, check_widgets
+from .common import ADVANCED, CANVAS_TASK_TOOLTIP, CATEGORY, Geometry, aliases, check_widgets, warning_ui
 
 REFERENCE_MODES = ("auto", "resize_to_height", "keep_pixels_pad")
 _AUTO_REFERENCE_MODE = {"lora": "resize_to_height", "fft": "keep_pixels_pad"}
@@ -125,6 +125,7 @@ class ACEPlusCanvas(io.ComfyNode):
                                tooltip="The mask with soft seams (soft_seam_px; equal to mask when it is 0), for "
                                        "ACE++ Conditioning's sampling_mask."),
             ],
+            hidden=[io.Hidden.unique_id],  # where warning_ui shows its text
         )
 
     @classmethod
@@ -169,7 +170,10 @@ class ACEPlusCanvas(io.ComfyNode):
         uc = r.uc_image if r.uc_image is not None else r.image
         c = r.c_image if r.c_image is not None else r.image
         soft = core.soft_mask(r.mask, r.geometry, soft_seam_px) if soft_seam_px else r.mask
-        return io.NodeOutput(r.image, uc, c, r.mask, r.geometry, soft)
+        # A connected but empty mask edits everything (outpainting: only the new area); say so, it is rarely meant.
+        empty = masks.empty_mask_warning(edit_mask) if edit_image is not None and not any(
+            (outpaint_top, outpaint_bottom, outpaint_left, outpaint_right)) else None
+        return io.NodeOutput(r.image, uc, c, r.mask, r.geometry, soft, ui=warning_ui(cls, empty))
 
 
 class ACEPlusCutBack(io.ComfyNode):
@@ -184,7 +188,9 @@ class ACEPlusCutBack(io.ComfyNode):
                 "no lost columns) and scales it back to the size it had in the edit image."
             ),
             inputs=[
-                io.Image.Input("image", tooltip="The decoded canvas (VAE Decode of the sampled latent)."),
+                io.Image.Input("image", tooltip="The decoded canvas (VAE Decode of the sampled latent): one image per "
+                                                "canvas, or any number of variations of a canvas made from one "
+                                                "photo (e.g. the latent through RepeatLatentBatch)."),
                 Geometry.Input("geometry", tooltip="The geometry output of the ACE++ Canvas that made this canvas."),
             ],
             outputs=[
@@ -214,7 +220,9 @@ class ACEPlusStitch(io.ComfyNode):
                 "enlarged photo, the original pixels in place."
             ),
             inputs=[
-                io.Image.Input("image", tooltip="The decoded canvas (VAE Decode of the sampled latent)."),
+                io.Image.Input("image", tooltip="The decoded canvas (VAE Decode of the sampled latent): one image per "
+                                                "canvas, or any number of variations of a canvas made from one "
+                                                "photo (e.g. the latent through RepeatLatentBatch)."),
                 Geometry.Input("geometry", tooltip="The geometry output of the ACE++ Canvas that made this canvas."),
                 io.Image.Input("original_image", optional=True,
                                tooltip="The edit image that went into ACE++ Canvas (full resolution)."),

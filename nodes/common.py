@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from comfy_api.v0_0_2 import io
 
 from ..ace_plus_core import validate
 from . import compat
+
+logger = logging.getLogger(__name__)
 
 CATEGORY = "ACE++"
 #: Widgets most users never change, folded away where the frontend and ComfyUI support it.
@@ -45,3 +49,22 @@ def check_widgets(node_cls: type[io.ComfyNode], **values) -> None:
                 raise ValueError(f"{name} must be one of {tuple(spec.options)}, got {value!r}.")
         else:
             validate.check_number(value, name, spec.min, spec.max, integer=isinstance(spec, io.Int.Input))
+
+
+def warning_ui(node_cls: type[io.ComfyNode], message: str | None) -> dict | None:
+    """Say ``message`` where the user looks: a WARNING in the log, text on the node in the frontend (the server's
+    progress text, shown under the node; the node's schema asks for the hidden ``unique_id``) and the node's ui
+    output ``{"text": [message]}`` (in the prompt's history, for API clients). None (no ui) without a message."""
+    if message is None:
+        return None
+    name = node_cls.define_schema().display_name
+    logger.warning("%s: %s", name, message)
+    node_id = node_cls.hidden.unique_id if node_cls.hidden is not None else None
+    try:
+        from server import PromptServer
+    except ImportError:  # ComfyUI without its server module (an embedding): the log and ui output remain
+        PromptServer = None
+    server = getattr(PromptServer, "instance", None)  # absent when ComfyUI runs headless (no web server)
+    if node_id is not None and server is not None and hasattr(server, "send_progress_text"):
+        server.send_progress_text(f"Warning: {message}", node_id)
+    return {"text": [message]}

@@ -138,7 +138,7 @@ def check_fft_file(path: str, input_name: str = "unet_name") -> mf.DiffusionMode
     select = "Select ace_plus_fft.safetensors (or ace_plus_fft_fp8.safetensors) from models/diffusion_models."
     if info.layout == mf.LAYOUT_FILL:
         what = ("not the ACE++ FFT model: this is FLUX.1-Fill; load it with UNETLoader and an ACE++ LoRA (ACE++ LoRA "
-                "Loader or LoraLoaderModelOnly), then use ACE++ LoRA Conditioning.")
+                "Loader or LoraLoaderModelOnly), then use ACE++ Conditioning.")
     elif info.layout == mf.LAYOUT_DEV:
         what = f"FLUX.1-dev (img_in takes 64 features: no image-conditioning channels), not the ACE++ FFT model. {select}"
     elif info.img_in_features is not None:

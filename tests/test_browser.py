@@ -31,7 +31,14 @@ only for it (any other difference fails): it no longer sends the frontend-only `
 definition also uses (subgraphDeduplication.ts), so those prompts are compared up to node ids. Its missing-models
 list copies a Hugging Face file's page URL (``/blob/``) where the workflow gives the download (``/resolve/``).
 The pinned frontend (1.32.9) shows no custom-node translations: loading a locale's own messages replaces the ones
-it merged from ``/i18n`` (its loadLocale calls setLocaleMessage), so there the translated names are an xfail.
+it merged from ``/i18n`` (its loadLocale calls setLocaleMessage), so there the translated names are an xfail (strict:
+an older frontend that shows them fails). The first release that shows them, FIRST_TRANSLATED_FRONTEND (1.33.13,
+which the README names), gets a server of its own for that check only.
+
+Apart from those, every template is opened from the template browser of the pinned frontend on a server whose input
+folder starts empty and whose published model names are synthetic files: no request fails (no 404 for a picture:
+the pack copies them to input/ace_plus/ at start-up), and queued (the prompt made small on its way, see
+TEMPLATE_RUN_REWRITE) it saves its output image(s) (tests/browser/run_templates.mjs).
 
 Needs /usr/bin/chromium (Debian's package) and tests/browser/node_modules (``npm ci`` there); tools/test.sh
 installs both. Without them (or without the newest frontend) the test is skipped locally and fails under CI.
@@ -39,6 +46,7 @@ installs both. Without them (or without the newest frontend) the test is skipped
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -55,7 +63,7 @@ from pathlib import Path
 
 import pytest
 from paths import OFFICIAL_WORKFLOWS
-from test_examples import PUBLISHED
+from test_examples import PUBLISHED, REDUX_NODES, TINY_FILES, TINY_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,12 @@ OFFICIAL = OFFICIAL_WORKFLOWS
 SCREENSHOTS = REPO / "docs" / "screenshots"
 HOST_DIR = Path(os.environ.get("ACE_HOST_DIR") or Path.home() / ".cache" / "ace-plus-host")
 LATEST_FRONTEND = HOST_DIR / "frontend-latest"
+# The first comfyui-frontend-package that shows custom-node translations: ComfyUI_frontend PR #7214 ("preserve
+# custom nodes i18n data when locales are lazily loaded": loadLocale merges them back after setLocaleMessage), in
+# 1.33.13 and, on the next line, 1.34.7 (1.34.0-1.34.6 lack it), then every later release (read from the packages'
+# loadLocale; 1.32.9, which ComfyUI 0.3.75 pins, drops them). The README names it; tools/test.sh installs it.
+FIRST_TRANSLATED_FRONTEND = "1.33.13"
+FIRST_TRANSLATED_DIR = HOST_DIR / f"frontend-{FIRST_TRANSLATED_FRONTEND}"
 PUBLISHED_MODELS = {
     "diffusion_models": ["flux1-fill-dev.safetensors", "ace_plus_fft.safetensors"],
     "loras": ["comfyui_portrait_lora64.safetensors", "comfyui_subject_lora16.safetensors",
@@ -216,31 +230,27 @@ def templates() -> dict[str, tuple[Path, dict]]:
     return _templates()
 
 
-@pytest.fixture(scope="module", params=_frontends())
-def server(request, tmp_path_factory, comfy_host, tiny_models, templates):
-    """A real ComfyUI server (its own process, CPU) with the pack in custom_nodes, the published model names and
-    the templates' model names, serving one frontend. Yields url, base (dir), version, pinned, object_info."""
-    root, version = request.param
-    _require_browser(version is None)
-    base = tmp_path_factory.mktemp("browser_server")
+def _server_base(tmp_path_factory, name: str) -> Path:
+    """A fresh ComfyUI base directory with the pack in custom_nodes and the browser test's frontend settings."""
+    base = tmp_path_factory.mktemp(name)
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "ace_plus").symlink_to(REPO, target_is_directory=True)
     settings = base / "user" / "default"
     settings.mkdir(parents=True)
     (settings / "comfy.settings.json").write_text(json.dumps(FRONTEND_SETTINGS))
-    # The model file names, as empty placeholders: the frontend and validation only list names. Those our
-    # examples name are written by the browser script once it has seen them missing ("placeholders").
-    ours = {(folder, name) for folder, names in PUBLISHED_MODELS.items() for name in names}
-    for folder, name in _template_models(templates) - ours:
-        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
-        (base / "models" / folder / name).write_bytes(b"")
+    return base
+
+
+@contextlib.contextmanager
+def _running_server(comfy_dir: Path, base: Path, root: Path | None):
+    """ComfyUI's main.py serving ``base`` (its own process, CPU; ``root``: another frontend); yields its URL."""
     port = _free_port()
     cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--disable-auto-launch", "--base-directory", str(base)]
     if root is not None:
         cmd += ["--front-end-root", str(root)]
     server_log = open(base / "server.log", "w")  # noqa: SIM115 (closed in the finalizer)
-    proc = subprocess.Popen(cmd, cwd=comfy_host.comfy_dir, stdout=server_log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=comfy_dir, stdout=server_log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 120
@@ -254,9 +264,7 @@ def server(request, tmp_path_factory, comfy_host, tiny_models, templates):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("ComfyUI server did not start:\n" + (base / "server.log").read_text()[-3000:])
             time.sleep(0.5)
-        yield {"url": url, "base": base, "version": version, "pinned": root is None,
-               "object_info": _get_json(url + "object_info"),
-               "placeholders": sorted(str(base / "models" / folder / name) for folder, name in ours)}
+        yield url
     finally:
         proc.terminate()
         try:
@@ -264,6 +272,25 @@ def server(request, tmp_path_factory, comfy_host, tiny_models, templates):
         except subprocess.TimeoutExpired:
             proc.kill()
         server_log.close()
+
+
+@pytest.fixture(scope="module", params=_frontends())
+def server(request, tmp_path_factory, comfy_host, tiny_models, templates):
+    """A real ComfyUI server (its own process, CPU) with the pack in custom_nodes, the published model names and
+    the templates' model names, serving one frontend. Yields url, base (dir), version, pinned, object_info."""
+    root, version = request.param
+    _require_browser(version is None)
+    base = _server_base(tmp_path_factory, "browser_server")
+    # The model file names, as empty placeholders: the frontend and validation only list names. Those our
+    # examples name are written by the browser script once it has seen them missing ("placeholders").
+    ours = {(folder, name) for folder, names in PUBLISHED_MODELS.items() for name in names}
+    for folder, name in _template_models(templates) - ours:
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        (base / "models" / folder / name).write_bytes(b"")
+    with _running_server(comfy_host.comfy_dir, base, root) as url:
+        yield {"url": url, "base": base, "version": version, "pinned": root is None,
+               "object_info": _get_json(url + "object_info"),
+               "placeholders": sorted(str(base / "models" / folder / name) for folder, name in ours)}
 
 
 def _without_meta(prompt: dict) -> dict:
@@ -534,13 +561,136 @@ def test_node_help_page_is_the_pack_docs(browser_results):
     assert _first_paragraph(localized) in help_["text"].replace("\n", " "), f"{help_['via']}: {help_['text'][:300]}"
 
 
-def test_chinese_locale_shows_translated_node_names(browser_results, server):
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def _missing_translations(listed, object_info) -> tuple[set[str], set[str]]:
+    """(the zh names of the pack's nodes, those the node library did not list)."""
     zh = _zh_names()
     assert zh, "locales/zh/nodeDefs.json is missing or names no node"
-    listed = set(_pack_part(browser_results, "localeNames"))
-    ours = {k for k, v in browser_results["object_info"].items() if v.get("python_module", "").startswith(
-        "custom_nodes.")} & zh.keys()
-    missing = {zh[k] for k in ours} - listed
-    if server["pinned"] and missing == {zh[k] for k in ours}:
+    ours = {k for k, v in object_info.items() if v.get("python_module", "").startswith("custom_nodes.")} & zh.keys()
+    expected = {zh[k] for k in ours}
+    return expected, expected - set(listed)
+
+
+def test_chinese_locale_shows_translated_node_names(browser_results, server):
+    expected, missing = _missing_translations(_pack_part(browser_results, "localeNames"), browser_results["object_info"])
+    if _version(server["version"]) < _version(FIRST_TRANSLATED_FRONTEND):
+        # Strict: an older frontend that shows them means the README's version is wrong.
+        assert missing == expected, f"frontend {server['version']} shows translations: update FIRST_TRANSLATED_FRONTEND"
         pytest.xfail(f"frontend {server['version']} drops custom-node translations when it loads a locale")
-    assert not missing, f"the node library in {LOCALE} lacks {sorted(missing)}; it lists {sorted(listed)}"
+    assert not missing, f"the node library in {LOCALE} lacks {sorted(missing)}"
+
+
+@pytest.fixture(scope="module")
+def first_translated(tmp_path_factory, comfy_host):
+    """The node library in Chinese on the first frontend that shows custom-node translations (pack_ui.mjs, its
+    locale part only, on a server of its own)."""
+    static = FIRST_TRANSLATED_DIR / "comfyui_frontend_package" / "static"
+    if not static.is_dir():
+        message = f"browser test needs comfyui-frontend-package {FIRST_TRANSLATED_FRONTEND} in {FIRST_TRANSLATED_DIR}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message + " (bash tools/test.sh installs it)")
+    _require_browser(False)
+    base = _server_base(tmp_path_factory, "first_translated_server")
+    out = tmp_path_factory.mktemp("first_translated_out")
+    (out / "jobs.json").write_text("[]")
+    (out / "pack.json").write_text(json.dumps({"locale": {"locale": LOCALE, "search": "ACE++"}}))
+    with _running_server(comfy_host.comfy_dir, base, static) as url:
+        object_info = _get_json(url + "object_info")
+        result = subprocess.run(["node", str(BROWSER_DIR / "check_workflows.mjs"), url, str(out), str(out / "jobs.json"),
+                                 str(out / "pack.json")], capture_output=True, text=True, timeout=600, cwd=BROWSER_DIR)
+    assert result.returncode == 0, result.stderr[-3000:]
+    raw = json.loads((out / "results.json").read_text())
+    return {"version": raw["frontendVersion"], "pack": raw["pack"], "object_info": object_info}
+
+
+def test_the_first_translated_frontend_shows_the_chinese_names_and_the_readme_names_it(first_translated):
+    assert first_translated["version"] == FIRST_TRANSLATED_FRONTEND
+    expected, missing = _missing_translations(_pack_part(first_translated, "localeNames"), first_translated["object_info"])
+    assert expected and not missing, f"frontend {FIRST_TRANSLATED_FRONTEND}: the node library lacks {sorted(missing)}"
+    readme = (REPO / "README.md").read_text()
+    assert f"frontend {FIRST_TRANSLATED_FRONTEND} or newer" in readme
+
+
+# --- every template opened from the template browser and run (tests/browser/run_templates.mjs) ----------------------
+
+# The queued prompt made small for the CPU on its way to the server (as test_examples.tiny_graph does): the published
+# model names are the synthetic files (TEMPLATE_RUN_FILES), CLIP-L alone stands in for DualCLIPLoader (T5-XXL is
+# 9.5 GB whatever a file holds), 1 sampler step, a 256-token canvas, and the Redux branch is left out (ComfyUI builds
+# SigLIP and FLUX.1-Redux at full size, about 460M parameters, and Redux's 4096-wide tokens do not fit the tiny
+# FLUX's 768-wide text input; test_examples.py explains).
+TEMPLATE_RUN_REWRITE = {
+    "drop": list(REDUX_NODES),
+    "nodes": {
+        "DualCLIPLoader": {"class_type": "CLIPLoader",
+                           "inputs": {"clip_name": "clip_l.safetensors", "type": "stable_diffusion"}},
+        "KSampler": {"inputs": {"steps": 1}},
+        "ACEPlusCanvas": {"inputs": {"max_image_tokens": TINY_TOKENS}},
+    },
+}
+TEMPLATE_RUN_FILES = {**TINY_FILES, "clip_l.safetensors": "clip_l_random.safetensors"}
+# A test-only custom node file for the server: the detection patch the tiny FLUX needs (tests/conftest.py).
+TINY_DETECTION_NODE = f"""import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import tiny_flux_detection
+tiny_flux_detection.install()
+NODE_CLASS_MAPPINGS = {{}}
+"""
+
+
+@pytest.fixture(scope="module")
+def template_runs(tmp_path_factory, comfy_host, tiny_models):
+    """Every template of example_workflows/ opened from the template browser of the pinned frontend and queued, on a
+    server whose input folder starts empty (the pack copies the pictures at start-up) and whose published model
+    names are synthetic files. {template name: result} (tests/browser/run_templates.mjs)."""
+    _require_browser(False)
+    from conftest import model_cache_dir
+
+    base = _server_base(tmp_path_factory, "template_server")
+    (base / "custom_nodes" / "ace_plus_test_tiny_detection.py").write_text(TINY_DETECTION_NODE)
+    cache = model_cache_dir()
+    for folder, names in PUBLISHED_MODELS.items():
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            tiny = TEMPLATE_RUN_FILES.get(name)
+            if tiny is None:  # t5xxl, Redux, SigLIP: named by the templates, never loaded (see the rewrite)
+                (base / "models" / folder / name).write_bytes(b"")
+            else:
+                (base / "models" / folder / name).symlink_to(next(cache.glob(f"*/{tiny}")))
+    out = tmp_path_factory.mktemp("template_runs")
+    config = {"module": PACK, "names": _template_names(), "rewrite": TEMPLATE_RUN_REWRITE}
+    (out / "config.json").write_text(json.dumps(config))
+    with _running_server(comfy_host.comfy_dir, base, None) as url:
+        result = subprocess.run(["node", str(BROWSER_DIR / "run_templates.mjs"), url, str(out), str(out / "config.json")],
+                                capture_output=True, text=True, timeout=1800, cwd=BROWSER_DIR)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {r["name"]: r for r in json.loads((out / "template_runs.json").read_text())}
+    return {"runs": runs, "base": base, "server_log": (base / "server.log").read_text()}
+
+
+def test_every_template_opens_from_the_browser_and_runs(template_runs):
+    """No 404 (the pictures are there, under input/ace_plus/), every image node shows its picture, and the queued
+    template gives its output image(s): four for the variations template (RepeatLatentBatch)."""
+    from PIL import Image
+
+    names = _template_names()
+    assert sorted(template_runs["runs"]) == names
+    base = template_runs["base"]
+    for name in names:
+        r = template_runs["runs"][name]
+        assert "error" not in r, f"{name}: {r['error'][:1500]}"
+        assert r["failedRequests"] == [], f"{name}: {r['failedRequests']}"
+        doc = json.loads((TEMPLATES / f"{name}.json").read_text())
+        assert r["nodeCount"] == len(doc["nodes"]), name
+        assert r["imageNodes"] and all(n["value"].startswith("ace_plus/") and n["width"] > 0 for n in r["imageNodes"]), \
+            f"{name}: {r['imageNodes']}"
+        assert r["status"]["status_str"] == "success", f"{name}: {r['status']}\n{template_runs['server_log'][-3000:]}"
+        saved = [img for o in r["outputs"].values() for img in o.get("images", []) if img.get("type") == "output"]
+        repeat = [n["widgets_values"][0] for n in doc["nodes"] if n["type"] == "RepeatLatentBatch"]
+        assert len(saved) == (repeat[0] if repeat else 1), f"{name}: {saved}"
+        for img in saved:
+            with Image.open(base / "output" / img["subfolder"] / img["filename"]) as im:
+                assert im.width > 0 and im.height > 0

@@ -19,7 +19,7 @@ from ace_plus_core.canvas import build_canvas
 from ace_plus_core.crop import ContextSpec, mask_crop_boxes
 from canvas_helpers import build_canvas_around_mask
 from ace_plus_core.geometry import canvas_to_crop
-from ace_plus_core.stitch import blend_weight, stitch
+from ace_plus_core.stitch import blend_weight, cut_back, stitch
 
 pytestmark = pytest.mark.numeric
 
@@ -199,6 +199,20 @@ def test_stitch_refuses_another_original():
     result = build_canvas("lora", "repainting", "resize_to_height", None, image, None, 4096)
     with pytest.raises(ValueError, match="original_image is 81x64"):
         stitch(result.image, result.geometry, torch.rand(1, 64, 81, 3), None)
+
+
+def test_decoded_batch_must_match_the_canvases_or_vary_one():
+    """N images of N canvases, or N variations of one canvas; 3 images for 2 canvases are refused by name."""
+    image = torch.rand(2, 64, 80, 3)
+    two = build_canvas("lora", "repainting", "resize_to_height", None, image, None, 4096)
+    g = two.geometry[0]
+    three = torch.rand(3, g.canvas_h, g.canvas_w, 3)
+    for call in (lambda: stitch(three, two.geometry, image, None), lambda: cut_back(three, two.geometry)):
+        with pytest.raises(ValueError, match="image has a batch of 3 but geometry describes 2 canvases"):
+            call()
+    one = build_canvas("lora", "repainting", "resize_to_height", None, image[:1], None, 4096)
+    assert cut_back(three, one.geometry).shape == (3, 64, 80, 3)
+    assert stitch(three, one.geometry, image[:1], None).shape == (3, 64, 80, 3)
 
 
 def test_derived_guidance_is_computed_on_the_whole_image_then_cropped():

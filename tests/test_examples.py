@@ -24,7 +24,6 @@ The executed graph therefore drops those four nodes and feeds StyleModelApply's 
 from __future__ import annotations
 
 import json
-import shutil
 import string
 import sys
 from pathlib import Path
@@ -93,11 +92,13 @@ def info(comfy_host) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def staged_inputs(comfy_host) -> None:
-    """Every example input in ComfyUI's input folder (same-named files of both folders are identical)."""
+    """Every example input is in ComfyUI's input folder, under ace_plus/, as the workflows name it: the pack copied
+    it there when ComfyUI loaded it (nodes/example_inputs.py); nothing is staged by the test."""
     for folder in (mx.LORA_DIR, mx.FFT_DIR):
         for src in sorted((folder / "inputs").glob("*.*")):
             if src.suffix in (".png", ".jpg"):
-                shutil.copyfile(src, comfy_host.input_dir / src.name)
+                staged = comfy_host.input_dir / mx.INPUT_SUBFOLDER / src.name
+                assert staged.is_file() and staged.read_bytes() == src.read_bytes(), f"{staged} was not installed"
 
 
 @pytest.fixture(scope="module")
@@ -335,8 +336,17 @@ def test_example_runs_end_to_end_on_tiny_models(comfy_host, tiny_models, info, s
     api = ui_to_api(_load_ui(path), info) if ui_to_api else mx.to_api(WORKFLOWS[path], info)
     prompt = tiny_graph(api)
     result = comfy_host.run(prompt)
-    (saved,) = result.image_paths(comfy_host.output_dir)
-    out = _load(saved, "RGB")
+    saved = result.image_paths(comfy_host.output_dir)
+    repeat = [n["inputs"]["amount"] for n in prompt.values() if n["class_type"] == "RepeatLatentBatch"]
+    assert len(saved) == (repeat[0] if repeat else 1), f"{path}: saved {saved}"
+    outs = [_load(p, "RGB") for p in saved]
+    for i, out in enumerate(outs):
+        _check_output(comfy_host, prompt, path, out)
+        for other in outs[:i]:  # variations: each its own (the sampler's noise differs per batch item)
+            assert not np.array_equal(out, other), f"{path}: two variations are the same image"
+
+
+def _check_output(comfy_host, prompt: dict, path: str, out: np.ndarray) -> None:
     stitch = next(n for n in prompt.values() if n["class_type"] == "ACEPlusStitch")["inputs"]
     canvas = next(n for n in prompt.values() if n["class_type"] == "ACEPlusCanvas")["inputs"]
     pads = [canvas.get(f"outpaint_{side}", 0) for side in ("top", "bottom", "left", "right")]

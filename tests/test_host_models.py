@@ -415,7 +415,7 @@ def bad_files(comfy_host, tiny_models, tmp_path_factory):
                                        r"although its img_in is 448 wide; the file may be incomplete: download .*"
                                        r"ComfyUI says: .*Could not detect model type"),
         (FILL, r"unet_name: tiny_flux_fill.safetensors is not the ACE\+\+ FFT model: this is FLUX.1-Fill; load it "
-               r"with UNETLoader and an ACE\+\+ LoRA"),
+               r"with UNETLoader and an ACE\+\+ LoRA .*then use ACE\+\+ Conditioning\."),
         ("tiny_flux_dev.safetensors", r"unet_name: tiny_flux_dev.safetensors is FLUX.1-dev \(img_in takes 64"),
     ],
 )

@@ -222,3 +222,45 @@ def test_crop_to_mask_and_stitch_return_the_full_photo_with_unmasked_pixels_unto
     assert not np.array_equal(saved[t : t + h, lf : lf + w], src[t : t + h, lf : lf + w])
     canvas = probe("st_canvas")
     assert canvas.shape[1] * canvas.shape[2] // 256 <= 1024
+
+
+@pytest.mark.parametrize("kind", ["no_alpha", "all_black", "marked"])
+def test_empty_mask_is_said_on_the_node_and_in_the_log(comfy_host, input_image, probe, caplog, monkeypatch, kind):
+    """A connected mask that marks nothing (LoadImage's 64x64 placeholder for an image without alpha, or an
+    all-black mask) regenerates the whole photo, as before; ACE++ Canvas now says so: a WARNING in the log and text
+    on the node (its ui output in the prompt's history). The canvas is the one made without any mask."""
+    import logging
+
+    w, h = 96, 80
+    if kind == "no_alpha":
+        name = f"empty_mask_{kind}.png"
+        Image.new("RGB", (w, h), (200, 120, 40)).save(comfy_host.input_dir / name)
+    else:
+        name = input_image(f"empty_mask_{kind}.png", w, h, (10, 12, 20, 24) if kind == "marked" else None, seed=7)
+    g = Graph()
+    img = g.add("LoadImage", image=name)
+    common = dict(layout="lora", task="repainting", reference_mode="auto", max_image_tokens=256,
+                  keep_pixels_rate=0.8, width=1024, height=1024, crop_to_mask=True, edit_image=img[0])
+    with_mask = g.add("ACEPlusCanvas", edit_mask=img[1], **common)
+    without = g.add("ACEPlusCanvas", **common)
+    for label, node in (("with", with_mask), ("without", without)):
+        g.add("ACEPlusTestOnlyProbe", label=f"empty_{kind}_{label}", image=node[0])
+    import server  # ComfyUI's web server module: a running server shows progress text under the node
+
+    shown = []
+    monkeypatch.setattr(server.PromptServer, "instance", type("Shown", (), {
+        "send_progress_text": lambda self, text, node_id: shown.append((text, node_id))})(), raising=False)
+    with caplog.at_level(logging.WARNING):
+        result = comfy_host.run(g.prompt())
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "regenerated" in r.getMessage()]
+    text = (result.outputs.get(with_mask.id) or {}).get("text")
+    assert "text" not in (result.outputs.get(without.id) or {})  # no mask connected: edit everything, no warning
+    if kind == "marked":
+        assert text is None and said == [] and shown == []
+        return
+    (message,) = text
+    assert message.startswith("edit_mask marks no pixel") and "the whole edit_image will be regenerated" in message
+    assert "mark it white in the mask" in message and "MaskEditor" in message
+    assert len(said) == 1 and message in said[0]
+    assert shown == [(f"Warning: {message}", with_mask.id)]
+    assert torch.equal(probe(f"empty_{kind}_with"), probe(f"empty_{kind}_without"))  # the same canvas as before

@@ -317,3 +317,57 @@ def test_stitch_node_color_match_in_a_graph(comfy_host, input_image):
     assert np.abs(matched[0].double().numpy()[mask] - photo[mask]).max() < 1e-3
     shift = _shift_under_mask(plain, photo, mask)
     assert shift[0] > 0.05 and abs(shift[1]) < 1e-6 and shift[2] < -0.05
+
+
+# ------------------------------------------------------------------------ variations: N images of one canvas
+
+VARIATIONS = 4
+
+
+@pytest.mark.parametrize("crop_to_mask", [False, True])
+def test_variations_of_one_canvas_are_each_stitched(comfy_host, tiny_models, input_image, crop_to_mask):
+    """ACE++ Canvas (one photo) -> ACE++ Conditioning -> RepeatLatentBatch 4 -> KSampler -> VAE Decode -> ACE++
+    Stitch / ACE++ Cut Back: every variation is stitched with its own pixels. Reference (scipy, float64): outside
+    the grown + feathered mask each item is the photo bit for bit; without crop_to_mask the canvas is the photo
+    itself (96x80 fits the budget at scale 1, no padding), so cut back is the identity and every item is
+    ``photo * (1 - w) + decoded_i * w`` with ``w`` the documented weight."""
+    from graphs import Graph, sampler, tiny_loaders
+
+    w, h, hole, grow, feather = 96, 80, (20, 28, 30, 36), 4, 6
+    name = input_image("variations.png", w, h, hole=hole, seed=5)
+    g = Graph()
+    model, text, vae = tiny_loaders(g, "tiny_flux_fill.safetensors", "a red apple")
+    img = g.add("LoadImage", image=name)
+    cv = g.add("ACEPlusCanvas", layout="lora", task="repainting", reference_mode="auto", max_image_tokens=256,
+               keep_pixels_rate=0.8, width=1024, height=1024, crop_to_mask=crop_to_mask, edit_image=img[0],
+               edit_mask=img[1])
+    cond = g.add("ACEPlusCanvasConditioning", model=model[0], positive=text[0], negative=text[0], vae=vae[0],
+                 uc_image=cv[1], c_image=cv[2], mask=cv[3], geometry=cv[4], noise_mask=True)
+    many = g.add("RepeatLatentBatch", samples=cond[3], amount=VARIATIONS)
+    samples = sampler(g, cond[0], cond[1], cond[2], many[0], steps=1)
+    decoded = g.add("VAEDecode", samples=samples[0], vae=vae[0])
+    st = g.add("ACEPlusStitch", image=decoded[0], geometry=cv[4], original_image=img[0], mask=img[1],
+               grow_mask_px=grow, feather_px=feather, color_match=False)
+    cut = g.add("ACEPlusCutBack", image=decoded[0], geometry=cv[4])
+    tag = f"variations_{crop_to_mask}"
+    for label, node in (("decoded", decoded), ("stitched", st), ("cut", cut), ("photo", img)):
+        g.add("ACEPlusTestOnlyProbe", label=f"{tag}_{label}", image=node[0])
+    comfy_host.run(g.prompt())
+    recorded = comfy_host.node_class_mappings["ACEPlusTestOnlyProbe"].RECORDED
+    decoded_, stitched, cut_ = (recorded[f"{tag}_{k}"] for k in ("decoded", "stitched", "cut"))
+    photo = recorded[f"{tag}_photo"][0].double().numpy()
+    assert stitched.shape == (VARIATIONS, h, w, 3) and cut_.shape[0] == VARIATIONS
+    mask = np.zeros((h, w), bool)
+    mask[hole[0] : hole[0] + hole[2], hole[1] : hole[1] + hole[3]] = True
+    weight, _ = _oracle_weight(mask, grow, feather)
+    for i in range(VARIATIONS):
+        out = stitched[i].double().numpy()
+        assert np.array_equal(out[weight == 0], photo[weight == 0]), f"variation {i}: the photo changed"
+        for j in range(i):  # each item keeps its own variation (not item 0's for all)
+            assert np.abs(out[mask] - stitched[j].double().numpy()[mask]).max() > 1e-3, (i, j)
+        if not crop_to_mask:
+            gen = decoded_[i].double().numpy()
+            assert decoded_.shape[1:3] == (h, w)
+            assert np.array_equal(cut_[i].numpy(), decoded_[i].numpy())
+            expected = photo * (1 - weight[..., None]) + gen * weight[..., None]
+            assert np.abs(out - expected).max() < 4 * np.finfo(np.float32).eps  # values <= 1, two roundings

@@ -81,6 +81,11 @@ MODEL_INPUTS = (
     ("DualCLIPLoader", "clip_name2"), ("StyleModelLoader", "style_model_name"), ("CLIPVisionLoader", "clip_name"),
 )
 
+# LoadImage nodes load the example pictures from this subfolder of ComfyUI's input folder, where the pack copies
+# workflow_example_*/inputs/ at start-up (nodes/example_inputs.py, SUBFOLDER); the builders name the bare files.
+INPUT_SUBFOLDER = "ace_plus"
+IMAGE_LOADERS = ("LoadImage", "LoadImageMask")
+
 # Official defaults (ACE++ example workflows).
 STEPS = 28
 GUIDANCE = 50.0
@@ -242,7 +247,7 @@ class Workflow:
         return out
 
     def image_files(self) -> list[str]:
-        return [n.inputs["image"] for n in self.nodes if n.type in ("LoadImage", "LoadImageMask")]
+        return [n.inputs["image"] for n in self.nodes if n.type in IMAGE_LOADERS]
 
 
 def node_model_files(node: Node) -> list[str]:
@@ -296,12 +301,20 @@ def escape_dynamic_prompt(text: str) -> str:
     return re.sub(r"([{}|])", r"\\\1", text)
 
 
+def saved_inputs(node: Node) -> dict[str, Any]:
+    """The node's inputs as the files save them: an example picture as ``ace_plus/<name>``."""
+    if node.type in IMAGE_LOADERS:
+        return {**node.inputs, "image": f"{INPUT_SUBFOLDER}/{node.inputs['image']}"}
+    return node.inputs
+
+
 def _widget_values(node: Node, info: dict) -> list:
     values = []
+    inputs = saved_inputs(node)
     for d in input_defs(info):
         if not d.is_widget:
             continue
-        value = node.inputs.get(d.name)
+        value = inputs.get(d.name)
         value = d.default() if value is None or isinstance(value, Out) else value
         if d.type == "STRING" and d.options.get("dynamicPrompts") and isinstance(value, str):
             value = escape_dynamic_prompt(value)
@@ -322,9 +335,10 @@ def to_api(wf: Workflow, info: dict[str, dict]) -> dict[str, dict]:
             continue
         inputs: dict[str, Any] = {}
         defs = input_defs(info[node.type])
+        saved = saved_inputs(node)
         for d in defs:
             if d.is_widget:
-                value = node.inputs.get(d.name, d.default())
+                value = saved.get(d.name, d.default())
                 inputs[d.name] = [str(value.node), value.slot] if isinstance(value, Out) else value
         for d in defs:
             value = node.inputs.get(d.name)
@@ -553,9 +567,12 @@ def _redux(wf: Workflow, conditioning: Node, image: Node, strength: float, stren
 
 def _canvas_to_result(wf: Workflow, model: Node, positive: Node, negative: Node, vae: Node, *, layout: str,
                       task: str, ref: Node | None, edit: Node | None, mask: Node | None, crop_to_mask: bool,
-                      prefix: str, width: int = 1024, height: int = 1024, canvas_extra: dict | None = None) -> Node:
+                      prefix: str, width: int = 1024, height: int = 1024, canvas_extra: dict | None = None,
+                      variations: int = 1) -> Node:
     """ACE++ Canvas -> ACE++ Conditioning -> KSampler -> VAEDecode -> ACE++ Stitch -> SaveImage. ``canvas_extra``:
-    more ACE++ Canvas inputs; with a soft_seam_px the canvas's soft_mask becomes the sampler's noise mask."""
+    more ACE++ Canvas inputs; with a soft_seam_px the canvas's soft_mask becomes the sampler's noise mask. With
+    ``variations`` > 1 the latent goes through RepeatLatentBatch first (each copy gets its own noise; ACE++ Stitch
+    takes the batch of one canvas)."""
     links = dict(canvas_extra or {})
     if ref is not None:
         links["reference_image"] = ref[0]
@@ -570,8 +587,12 @@ def _canvas_to_result(wf: Workflow, model: Node, positive: Node, negative: Node,
     cond = wf.add("ACEPlusCanvasConditioning", 4, color="blue", model=model[0], positive=positive[0],
                   negative=negative[0], vae=vae[0], uc_image=canvas[1], c_image=canvas[2], mask=canvas[3],
                   geometry=canvas[4], noise_mask=True, **soft)
+    latent = cond[3]
+    if variations > 1:
+        latent = wf.add("RepeatLatentBatch", 5, title="Variations", color="green", samples=latent,
+                        amount=variations)[0]
     samples = wf.add("KSampler", 5, model=cond[0], seed=SEED, steps=STEPS, cfg=1.0, sampler_name="euler",
-                     scheduler="normal", positive=cond[1], negative=cond[2], latent_image=cond[3], denoise=1.0)
+                     scheduler="normal", positive=cond[1], negative=cond[2], latent_image=latent, denoise=1.0)
     decoded = wf.add("VAEDecode", 5, samples=samples[0], vae=vae[0])
     stitch_links = {}
     if edit is not None:
@@ -603,8 +624,9 @@ def note_text(wf: Workflow, what: str, connect: list[str], tips: list[str]) -> s
     inputs = f"{Path(wf.path).parent.name}/inputs"
     lines += ["", "**EXAMPLE INPUTS**",
               f"- The pictures this workflow opens ({', '.join(f'`{n}`' for n in wf.image_files())}) come with "
-              f"this node pack, in `ComfyUI/custom_nodes/<pack folder>/{inputs}/`: copy them into "
-              "`ComfyUI/input/`, or load your own images in the green nodes."]
+              f"this node pack (`ComfyUI/custom_nodes/<pack folder>/{inputs}/`); it copies them into "
+              f"`ComfyUI/input/{INPUT_SUBFOLDER}/` when ComfyUI starts (never over a file of yours). Load your own "
+              "images in the green nodes."]
     lines += ["", "**TIPS**"]
     lines += [f"- {_md(t)}" for t in tips]
     return "\n".join(lines)
@@ -717,17 +739,20 @@ def virtual_try_on() -> Workflow:
 
 
 def local_editing() -> Workflow:
-    wf = Workflow("workflow_example_lora/local_editing", "ACE++ local editing (local LoRA on FLUX.1-Fill-dev)",
-                  COLUMNS)
+    wf = Workflow("workflow_example_lora/local_editing",
+                  "ACE++ local editing, four variations (local LoRA on FLUX.1-Fill-dev)", COLUMNS)
     model = _fill_model(wf, LOCAL_LORA)
     pos, neg, vae = _text(wf, "{image} a cappuccino with a heart of latte art in the cup.")
     _, img, msk = _images(wf, None, "coffee.jpg", "coffee_crema_mask.png")
     _canvas_to_result(wf, model, pos, neg, vae, layout="lora", task="repainting", ref=None, edit=img, mask=msk,
-                      crop_to_mask=True, prefix="local_editing")
+                      crop_to_mask=True, prefix="local_editing", variations=4)
     wf.note(note_text(
-        wf, "Repaints the masked region of the edit image from the prompt (no reference image).",
+        wf, "Repaints the masked region of the edit image from the prompt (no reference image), four times with "
+            "different noise: keep the best of the four stitched photos.",
         ["Edit image: the photo. Edit mask: white over the region to repaint, same size as the photo.",
-         "Prompt: describe what the masked region shows after the edit."],
+         "Prompt: describe what the masked region shows after the edit.",
+         "Variations (Repeat Latent Batch) amount: how many versions one run makes (1 for a single one); ACE++ "
+         "Stitch puts each into the photo."],
         [*LOCAL_TIPS, *COMMON_TIPS, LOW_MEMORY_TIP]))
     return wf
 

@@ -32,6 +32,21 @@ if [ ! -d "$latest_fe/comfyui_frontend_package" ] || [ -n "$(find "$latest_fe" -
   fi
 fi
 
+# The browser test's third frontend: the first release that shows custom-node translations (the README names it;
+# tests/test_browser.py FIRST_TRANSLATED_FRONTEND). A fixed version: installed once.
+first_fe_version=1.33.13
+first_fe=$host/frontend-$first_fe_version
+if [ ! -d "$first_fe/comfyui_frontend_package" ]; then
+  tmp=$(mktemp -d "$host/frontend-$first_fe_version.XXXXXX")
+  if "$py" -m pip install --disable-pip-version-check -q --no-deps --target "$tmp" \
+      "comfyui-frontend-package==$first_fe_version"; then
+    rm -rf "$first_fe" && mv "$tmp" "$first_fe"
+  else
+    rm -rf "$tmp"
+    echo "   comfyui-frontend-package $first_fe_version not installed: the browser test skips it (fails under CI)"
+  fi
+fi
+
 echo "== ruff"
 "$py" -m ruff check .
 # The registry archive (`comfy node pack`) is built, checked and booted by tests/test_packaging.py.

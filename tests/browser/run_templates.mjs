@@ -1,0 +1,139 @@
+// TEST ONLY: every template of the pack opened from ComfyUI's template browser as a user does, then queued.
+//
+//   node run_templates.mjs URL OUT_DIR CONFIG.json
+//
+// CONFIG.json: {"module": <pack folder>, "names": [template names], "rewrite": {...}}. For each template: open the
+// template browser (command Comfy.BrowseTemplates), pick the pack's category, click the template's card (paging
+// through the grid until it is in view), wait for the graph and its pictures, note every HTTP answer >= 400 (a
+// missing input picture is a 404 on /api/view), then queue it (app.queuePrompt, what the Run button calls) and wait
+// for the prompt's history entry. The queued prompt goes through the test's rewrite on its way to /api/prompt (the
+// text encoder and the sampler made small, as tests/test_examples.py's tiny_graph does; the model files themselves
+// are the synthetic ones, under the published names). Results: OUT_DIR/template_runs.json.
+import { chromium } from "playwright-core";
+import fs from "node:fs";
+import path from "node:path";
+
+const [url, outDir, configFile] = process.argv.slice(2);
+const config = JSON.parse(fs.readFileSync(configFile, "utf8"));
+const rewrite = config.rewrite;
+fs.mkdirSync(outDir, { recursive: true });
+const context = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(outDir, "profile-")), {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1600, height: 1000 },
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-3d-apis", "--mute-audio"],
+});
+const page = context.pages()[0] || (await context.newPage());
+const bad = [];
+page.on("response", (r) => { if (r.status() >= 400) bad.push({ status: r.status(), url: r.url() }); });
+// The queued prompt, made small for the CPU (see tests/test_browser.py TEMPLATE_RUN_REWRITE).
+function small(prompt) {
+  const out = JSON.parse(JSON.stringify(prompt));
+  for (const [id, node] of Object.entries(out)) {
+    if (!rewrite.drop.includes(node.class_type)) continue;
+    if (node.class_type === "StyleModelApply") {
+      for (const other of Object.values(out)) {
+        for (const [k, v] of Object.entries(other.inputs)) {
+          if (Array.isArray(v) && v[0] === id && v[1] === 0) other.inputs[k] = node.inputs.conditioning;
+        }
+      }
+    }
+  }
+  for (const [id, node] of Object.entries(out)) if (rewrite.drop.includes(node.class_type)) delete out[id];
+  for (const node of Object.values(out)) {
+    const r = rewrite.nodes[node.class_type];
+    if (!r) continue;
+    if (r.class_type) { node.class_type = r.class_type; node.inputs = {}; }
+    Object.assign(node.inputs, r.inputs);
+  }
+  return out;
+}
+let queueAnswer = null;  // the server's answer to the last queued prompt
+await page.route("**/api/prompt", async (route) => {
+  const request = route.request();
+  if (request.method() !== "POST") return route.continue();
+  const body = JSON.parse(request.postData());
+  body.prompt = small(body.prompt);
+  const response = await route.fetch({ postData: JSON.stringify(body) });
+  queueAnswer = { status: response.status(), text: await response.text() };
+  await route.fulfill({ response });
+});
+await page.goto(url, { waitUntil: "load", timeout: 60000 });
+await page.waitForFunction(() => window.app && window.app.graph && window.LiteGraph, null, { timeout: 60000 });
+await page.keyboard.press("Escape");
+
+async function openFromBrowser(name) {
+  await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+  const dialog = page.getByRole("dialog");
+  await dialog.getByText(config.module, { exact: true }).first().click({ timeout: 20000 });
+  await dialog.locator("img[alt]").first().waitFor({ timeout: 20000 });
+  // The grid shows the cards in view only: from its top, page down until the card is there.
+  const scroller = await dialog.locator("img[alt]").first().evaluateHandle((el) => {
+    for (let p = el.parentElement; p; p = p.parentElement) {
+      if (p.scrollHeight > p.clientHeight + 1 && /auto|scroll/.test(getComputedStyle(p).overflowY)) return p;
+    }
+    return null;
+  });
+  await scroller.evaluate((el) => { if (el) el.scrollTop = 0; });
+  const card = dialog.locator(`img[alt="${name}"]`);
+  for (let atEnd = false; !(await card.count()) && !atEnd;) {
+    atEnd = await scroller.evaluate((el) => {
+      if (!el) return true;
+      const end = el.scrollTop + el.clientHeight >= el.scrollHeight - 1;
+      el.scrollTop += el.clientHeight * 0.8;
+      return end;
+    });
+    await page.waitForTimeout(300);
+  }
+  await card.first().click({ timeout: 10000 });
+  await page.waitForFunction(() => !document.querySelector("[role=dialog] img[alt]"), null, { timeout: 20000 });
+}
+
+async function queueAndWait() {
+  const history = () => page.evaluate(async () => (await window.app.api.fetchApi("/history")).json());
+  const known = Object.keys(await history());
+  queueAnswer = null;
+  await page.evaluate(() => window.app.queuePrompt(0, 1));
+  for (let i = 0; i < 100 && !queueAnswer; i++) await page.waitForTimeout(100);
+  if (!queueAnswer || queueAnswer.status !== 200) {
+    throw new Error(`the server did not take the prompt: ${queueAnswer ? queueAnswer.text.slice(0, 1500) : "no answer"}`);
+  }
+  for (const deadline = Date.now() + 180000; Date.now() < deadline;) {
+    await page.waitForTimeout(1000);
+    const fresh = Object.entries(await history()).find(([id, h]) => !known.includes(id) && h.status &&
+      (h.status.completed || h.status.status_str === "error"));
+    if (fresh) return fresh[1];
+  }
+  throw new Error("the queued template did not finish within 180 s");
+}
+
+const results = [];
+for (const name of config.names) {
+  const started = Date.now();
+  bad.length = 0;
+  const result = { name };
+  try {
+    await openFromBrowser(name);
+    result.nodeCount = await page.evaluate(() => (window.app.graph._nodes || window.app.graph.nodes).length);
+    // The image nodes fetch their pictures once the graph is on the canvas.
+    await page.waitForFunction(() => (window.app.graph._nodes || window.app.graph.nodes)
+      .filter((n) => n.type === "LoadImage" || n.type === "LoadImageMask")
+      .every((n) => n.imgs && n.imgs.length && n.imgs[0].complete), null, { timeout: 15000 }).catch(() => {});
+    result.imageNodes = await page.evaluate(() => (window.app.graph._nodes || window.app.graph.nodes)
+      .filter((n) => n.type === "LoadImage" || n.type === "LoadImageMask")
+      .map((n) => ({ value: n.widgets.find((w) => w.name === "image").value,
+        width: n.imgs && n.imgs[0] ? n.imgs[0].naturalWidth : 0 })));
+    const entry = await queueAndWait();
+    result.status = entry.status;
+    result.outputs = entry.outputs;
+  } catch (err) {
+    result.error = String((err && err.stack) || err);
+  }
+  result.failedRequests = [...bad];
+  result.ms = Date.now() - started;
+  results.push(result);
+  await page.keyboard.press("Escape");
+}
+fs.writeFileSync(path.join(outDir, "template_runs.json"), JSON.stringify(results, null, 1));
+await context.close();
