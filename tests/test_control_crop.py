@@ -108,19 +108,30 @@ def _weak_line(strong_end: bool) -> np.ndarray:
 
 
 @pytest.mark.parametrize("strong_end", [True, False])
-def test_hysteresis_follows_a_weak_edge_out_of_the_box_until_it_is_settled(monkeypatch, strong_end):
+def test_hysteresis_follows_a_weak_edge_out_of_the_box_until_it_is_settled(strong_end):
     """The line enters the box (rows 150-249, columns 150-249) and its only strong pixels lie 330 px to the right:
     cv2.Canny keeps it (hysteresis), and without them drops it. The first context (32 px) cannot tell; the box's
-    result must still be cv2's, so the context grows on the right until the line is settled."""
+    result must still be cv2's, so the context grows on the right, reading only new bands, until the line is
+    settled."""
     u8, box = _weak_line(strong_end), (150, 150, 100, 100)
-    seen = reads(monkeypatch)
-    ours, ref = canny_box(u8, box), cv2_box(u8, box)
+    boxes, real = [], control.image_reader(to_image(u8))
+
+    def read(*b):
+        boxes.append(b)
+        return real(*b)
+
+    ours = control.canny_repainting_in_box(read, u8.shape[:2], box)[0, ..., 0].numpy() > 0.5
+    ref = cv2_box(u8, box)
     assert ref.any() == strong_end
     assert np.array_equal(ours, ref)
-    assert len(seen) > 1  # it did grow ...
-    last = seen[-1]
-    assert last[1] <= 100 + 2 * (control.CANNY_MARGIN + control.CANNY_SUPPORT)  # ... only towards the line's end
-    assert last[2] >= 600 - 150 - control.CANNY_MARGIN - control.CANNY_SUPPORT
+    first = 150 - control.CANNY_MARGIN - control.CANNY_SUPPORT
+    assert boxes[0] == (first, first, 100 + 2 * (150 - first), 100 + 2 * (150 - first))
+    assert len(boxes) > 1  # it grew ...
+    region_right = 250 + control.CANNY_MARGIN
+    for t, lf, h, w in boxes[1:]:  # ... only to the right, one new band at a time
+        assert lf >= region_right - control.CANNY_SUPPORT and t == first
+        region_right = lf + w - control.CANNY_SUPPORT * (lf + w < 600)
+    assert region_right >= 590
 
 
 def test_canny_reads_the_box_and_its_first_context_on_a_photo(monkeypatch):
