@@ -84,6 +84,8 @@ CANNY_SUPPORT = 2
 #: :data:`CANNY_MARGIN_GROWTH` while a weak edge through the box leaves the context without meeting a strong one.
 CANNY_MARGIN = 32
 CANNY_MARGIN_GROWTH = 4
+#: Pixels whose Canny candidates are computed at once (a taller region goes in bands of rows).
+CANNY_BAND_PIXELS = 1 << 20
 
 
 def image_reader(image: torch.Tensor) -> Reader:
@@ -214,12 +216,21 @@ def canny_repainting_in_box(
 
 def _candidates_over(read: Reader, hw: tuple[int, int], region: Box, low: float, high: float
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
-    """:func:`_canny_candidates` over ``region`` (read with its support) and the dtype to return guidance in."""
-    window = _grown(region, CANNY_SUPPORT, hw)
-    x, dtype = _image(read(*window))
-    rows, cols = _within(region, window)
-    weak, strong = (t[:, rows, cols] for t in _canny_candidates(x, low, high))
-    return weak, strong, dtype
+    """:func:`_canny_candidates` over ``region``, read with its support in bands of at most
+    :data:`CANNY_BAND_PIXELS` (the float temporaries take about 100 B a pixel), and the dtype to return guidance in."""
+    top, left, h, w = region
+    step = max(1, CANNY_BAND_PIXELS // w)
+    weak, strong = [], []
+    for band_top in range(top, top + h, step):
+        band = (band_top, left, min(step, top + h - band_top), w)
+        window = _grown(band, CANNY_SUPPORT, hw)
+        x, dtype = _image(read(*window))
+        rows, cols = _within(band, window)
+        for out, t in zip((weak, strong), _canny_candidates(x, low, high)):
+            out.append(t[:, rows, cols])
+    if len(weak) == 1:
+        return weak[0], strong[0], dtype
+    return torch.cat(weak, dim=1), torch.cat(strong, dim=1), dtype
 
 
 def _enlarged(x: torch.Tensor, outer: Box, inner: Box) -> torch.Tensor:

@@ -294,3 +294,13 @@ def test_repainting_scale_fades_only_the_crop(monkeypatch):
     want = np.where(m, 0.5 + (x - 0.5) * 0.6, x)
     np.testing.assert_allclose(_canvas_edit_area(res).double().numpy(), want, rtol=0, atol=2.0**-23)
     assert windows == [g.crop_box]
+
+
+def test_canny_in_bands_of_rows_is_opencv_canny_of_the_whole_image(monkeypatch):
+    """A region taller than CANNY_BAND_PIXELS allows is computed in bands of rows (each with its 2 px support): the
+    band seams change nothing."""
+    monkeypatch.setattr(control, "CANNY_BAND_PIXELS", 7000)  # 25 rows of the 268 px wide region a band
+    u8, box = photo(600, 800), (100, 300, 300, 200)
+    seen = reads(monkeypatch)
+    assert np.array_equal(canny_box(u8, box), cv2_box(u8, box))
+    assert len(seen) >= 14
