@@ -277,7 +277,8 @@ def _canny_candidates(x: torch.Tensor, low: float, high: float) -> tuple[torch.T
 
     tg22x = ax * _TG22
     horizontal = ay * (1 << _CANNY_SHIFT) < tg22x  # gradient mostly along x: compare left / right
-    vertical = ~horizontal & ((ay - 2 * ax) * (1 << _CANNY_SHIFT) > tg22x)  # mostly along y: above / below
+    # Mostly along y: above / below (OpenCV's |gy| << 15 > tg22x + (|gx| << 16), which excludes horizontal).
+    vertical = (ay - 2 * ax) * (1 << _CANNY_SHIFT) > tg22x
 
     mp = F.pad(mag, (1, 1, 1, 1))  # magnitudes outside the image are 0
     left, right = mp[..., 1:-1, :-2], mp[..., 1:-1, 2:]
