@@ -336,8 +336,9 @@ def _weak_components(weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     """8-connected components of ``[B, H, W]`` weak pixels: the node of each pixel (-1 off them), each node's pixel
     (flat index) and each node's component root.
 
-    Connected components by hooking and pointer jumping (Shiloach-Vishkin style): each round hooks every root onto
-    the largest neighbouring root, then jumps pointers; roots only grow, so the loop ends.
+    Connected components by hooking and pointer jumping (Shiloach-Vishkin style): each round hooks every node's
+    pointer target onto the largest neighbouring one, then jumps pointers twice; pointers only grow, so the loop
+    ends.
     """
     B, H, W = weak.shape
     flat_weak = weak.reshape(-1)
@@ -363,12 +364,9 @@ def _weak_components(weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
         pu, pv = parent.index_select(0, u), parent.index_select(0, v)
         hooked.scatter_reduce_(0, pu, pv, reduce="amax")
         hooked.scatter_reduce_(0, pv, pu, reduce="amax")
-        for _ in range(n + 1):  # pointer jumping until every node points at its root
-            jumped = hooked.index_select(0, hooked)
-            if torch.equal(jumped, hooked):
-                break
-            hooked = jumped
-        if torch.equal(hooked, parent):
+        hooked = hooked.index_select(0, hooked)  # two pointer jumps a round (fewest operations measured)
+        hooked = hooked.index_select(0, hooked)
+        if torch.equal(hooked, parent):  # nothing moved: every pointer is a root, every pair joins equal roots
             break
         parent = hooked
     return node_of[: flat_weak.numel()].view(B, H, W), pixels, parent
