@@ -225,6 +225,7 @@ def write_section(body: str) -> None:
 
 
 def main() -> None:
+    global THREADS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="timed runs per case (interleaved)")
     ap.add_argument("--before", default=BEFORE, help="the commit to compare with ('none': this checkout only)")
@@ -233,7 +234,6 @@ def main() -> None:
     ap.add_argument("--child", nargs=2, metavar=("VERSION", "CASE"), help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global THREADS
     THREADS = args.threads
     if args.child:
         child(*args.child, args.tmp)
