@@ -293,7 +293,7 @@ def _prepare(
         edit_mask = _outpainted_mask(edit_image, edit_mask, guidance, outpaint, batch)
     # The source: edit_image extended by ``outpaint``; only the crop boxes of it (and the operators' context) are
     # ever read (:func:`_window`), so a big photo costs what reaches the canvas.
-    H, W = int(edit_image.shape[1]) + outpaint[0] + outpaint[1], int(edit_image.shape[2]) + outpaint[2] + outpaint[3]
+    H, W = _outpainted_hw(edit_image, outpaint)
     mask = normalize_mask(edit_mask, (H, W), batch, device=device, dtype=dtype).unsqueeze(1)
     if context is not None:
         boxes = mask_crop_boxes(mask[:, 0], context)
@@ -375,26 +375,33 @@ def _window(image: torch.Tensor, box: Box, outpaint: tuple[int, int, int, int]) 
     return x
 
 
+def _outpainted_hw(image: torch.Tensor, outpaint: tuple[int, int, int, int]) -> tuple[int, int]:
+    return int(image.shape[1]) + outpaint[0] + outpaint[1], int(image.shape[2]) + outpaint[2] + outpaint[3]
+
+
+def _per_box(fn, image: torch.Tensor, boxes: list[Box]) -> torch.Tensor:
+    """``fn(items, box)`` for each item's box, concatenated ``[B, ...]``; one call when all boxes agree."""
+    if len(set(boxes)) == 1:
+        return fn(image, boxes[0])
+    return torch.cat([fn(image[i : i + 1], box) for i, box in enumerate(boxes)])
+
+
 def _boxed(image: torch.Tensor, boxes: list[Box], outpaint: tuple[int, int, int, int]) -> torch.Tensor:
     """Each item's box of (outpainted) IMAGE ``image`` (batch ``len(boxes)``), ``[B, h, w, C]``: a view when all
     boxes agree and none reaches the outpainted area."""
-    if len(set(boxes)) == 1:
-        return _window(image, boxes[0], outpaint)
-    return torch.cat([_window(image[i : i + 1], box, outpaint) for i, box in enumerate(boxes)])
+    return _per_box(lambda items, box: _window(items, box, outpaint), image, boxes)
 
 
 def _derived_guidance(task: str, edit_image: torch.Tensor, boxes: list[Box], outpaint: tuple[int, int, int, int],
                       options: Mapping[str, Any]) -> torch.Tensor:
     """The guidance of a derived control task over each item's box ``[B, h, w, 3]``: the operator over the whole
     (outpainted) edit image, computed from the box and the context the operator needs (:mod:`.control`)."""
-    hw = (int(edit_image.shape[1]) + outpaint[0] + outpaint[1], int(edit_image.shape[2]) + outpaint[2] + outpaint[3])
+    hw = _outpainted_hw(edit_image, outpaint)
 
-    def over(image: torch.Tensor, box: Box) -> torch.Tensor:
-        return control.guidance_in_box(task, lambda *b: _window(image, b, outpaint), hw, box, **options)
+    def over(items: torch.Tensor, box: Box) -> torch.Tensor:
+        return control.guidance_in_box(task, lambda *b: _window(items, b, outpaint), hw, box, **options)
 
-    if len(set(boxes)) == 1:
-        return over(edit_image, boxes[0])
-    return torch.cat([over(edit_image[i : i + 1], box) for i, box in enumerate(boxes)])
+    return _per_box(over, edit_image, boxes)
 
 
 def _reference_too_small(ref_hw: tuple[int, int], size: tuple[int, int], edit_h: int) -> ValueError:

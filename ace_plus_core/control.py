@@ -268,28 +268,29 @@ def _canny_candidates(x: torch.Tensor, low: float, high: float) -> tuple[torch.T
     smooth_h = torch.add(p[..., :, :-2] + p[..., :, 2:], p[..., :, 1:-1], alpha=2)  # [1 2 1] along the columns
     gx = smooth_v[..., :, 2:] - smooth_v[..., :, :-2]
     gy = smooth_h[..., 2:, :] - smooth_h[..., :-2, :]
-    mags, gxs, gys = gx.abs() + gy.abs(), gx, gy
-    mag, gx, gy = mags[:, 0], gxs[:, 0], gys[:, 0]
-    for c in range(1, q.shape[1]):  # multi-channel: the channel with the largest magnitude (first on ties), as OpenCV
-        take = mags[:, c] > mag
-        mag, gx, gy = (torch.where(take, t[:, c], best) for t, best in ((mags, mag), (gxs, gx), (gys, gy)))
+    mag = gx.abs() + gy.abs()
+    if mag.shape[1] > 1:  # multi-channel: the channel with the largest magnitude (first on ties), as OpenCV
+        best = mag.argmax(dim=1, keepdim=True)
+        mag, gx, gy = (t.gather(1, best) for t in (mag, gx, gy))
+    mag, gx, gy = mag[:, 0], gx[:, 0], gy[:, 0]
     ax, ay = gx.abs(), gy.abs()
 
     tg22x = ax * _TG22
     horizontal = ay * (1 << _CANNY_SHIFT) < tg22x  # gradient mostly along x: compare left / right
     # Mostly along y: above / below (OpenCV's |gy| << 15 > tg22x + (|gx| << 16), which excludes horizontal).
     vertical = (ay - 2 * ax) * (1 << _CANNY_SHIFT) > tg22x
+    # Diagonal otherwise (then gx, gy != 0): towards down-right / up-left when their signs agree.
+    same_sign = gx * gy > 0
 
+    # The two neighbours along the gradient; the first must be exceeded, the second matched (horizontal,
+    # vertical) or exceeded (diagonal: compared with its magnitude + 1, as magnitudes are integers).
     mp = F.pad(mag, (1, 1, 1, 1))  # magnitudes outside the image are 0
-    left, right = mp[..., 1:-1, :-2], mp[..., 1:-1, 2:]
-    up, down = mp[..., :-2, 1:-1], mp[..., 2:, 1:-1]
-    up_left, up_right = mp[..., :-2, :-2], mp[..., :-2, 2:]
-    down_left, down_right = mp[..., 2:, :-2], mp[..., 2:, 2:]
-    keep_h = (mag > left) & (mag >= right)
-    keep_v = (mag > up) & (mag >= down)
-    same_sign = (gx >= 0) == (gy >= 0)  # gradient towards down-right / up-left: that diagonal
-    keep_d = torch.where(same_sign, (mag > up_left) & (mag > down_right), (mag > up_right) & (mag > down_left))
-    keep = torch.where(horizontal, keep_h, torch.where(vertical, keep_v, keep_d))
+    mp1 = mp + 1
+    first = torch.where(horizontal, mp[..., 1:-1, :-2], torch.where(
+        vertical, mp[..., :-2, 1:-1], torch.where(same_sign, mp[..., :-2, :-2], mp[..., :-2, 2:])))
+    second = torch.where(horizontal, mp[..., 1:-1, 2:], torch.where(
+        vertical, mp[..., 2:, 1:-1], torch.where(same_sign, mp1[..., 2:, 2:], mp1[..., 2:, :-2])))
+    keep = (mag > first) & (mag >= second)
     weak = keep & (mag > low)
     return weak, weak & (mag > high)
 
