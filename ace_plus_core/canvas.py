@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from . import control, limits, validate
 from .crop import ContextSpec, mask_crop_boxes, upscale_size
@@ -289,8 +290,10 @@ def _prepare(
         return _Prepared(edit, mask, prepared_refs, (height, width), [(0, 0, height, width)] * batch, True, repaint)
 
     if any(outpaint):
-        edit_image, edit_mask, guidance = _outpainted(edit_image, edit_mask, guidance, outpaint, batch)
-    H, W = int(edit_image.shape[1]), int(edit_image.shape[2])
+        edit_mask = _outpainted_mask(edit_image, edit_mask, guidance, outpaint, batch)
+    # The source: edit_image extended by ``outpaint``; only the crop boxes of it (and the operators' context) are
+    # ever read (:func:`_window`), so a big photo costs what reaches the canvas.
+    H, W = _outpainted_hw(edit_image, outpaint)
     mask = normalize_mask(edit_mask, (H, W), batch, device=device, dtype=dtype).unsqueeze(1)
     if context is not None:
         boxes = mask_crop_boxes(mask[:, 0], context)
@@ -312,7 +315,13 @@ def _prepare(
             )
         logger.info("edit_image %s centre-cropped to %s (aspect ratio > %d:1)", wxh((H, W)), wxh((ch, cw)),
                     MAX_ASPECT_RATIO)
-    if task in GUIDED_TASKS and guidance is None:
+    if guidance is not None:  # the edit image's size (checked with crop to mask and outpainting), else resized to it
+        guidance = broadcast_batch(guidance, batch, "control_image", owner)
+        hw = (int(edit_image.shape[1]), int(edit_image.shape[2]))
+        if tuple(guidance.shape[1:3]) != hw:
+            guidance = match_guidance(_to_bchw(guidance, device, dtype), hw, name="control_image").permute(0, 2, 3, 1)
+        guidance = _boxed(guidance, boxes, outpaint)
+    elif task in GUIDED_TASKS:
         if task in control.EXTERNAL_TASKS:
             what = "line drawing" if task == "contour_repainting" else "depth map"
             raise ValueError(
@@ -320,43 +329,79 @@ def _prepare(
                 f"control_image (e.g. from a lineart / depth preprocessor node). This pack does not run the "
                 "neural annotators (they would download weights)."
             )
-        guidance = control.derive_guidance(task, edit_image, **control_options)
+        guidance = _derived_guidance(task, edit_image, boxes, outpaint, control_options)
     up = upscale_size(boxes[0][2:], raw_ref_hws, context, *plan_args) if context is not None else None
+    mask = _crop(mask, boxes)
 
-    source_mask = mask
-
-    def area(image: torch.Tensor, name: str, fade: bool = False) -> torch.Tensor:
-        """The boxes of an IMAGE; enlarged (``up``) in the image's own dtype, as the crop of it would be."""
-        x = match_guidance(broadcast_batch(_to_bchw(image, device, image.dtype if up else dtype), batch, name, owner),
-                           (H, W), name=name)
+    def area(x: torch.Tensor, fade: bool = False) -> torch.Tensor:
+        """The boxes' pixels ``[B, h, w, C]`` as the canvas' edit area; enlarged (``up``) in their own dtype."""
+        x = _to_bchw(x, device, x.dtype if up else dtype)
         if fade:  # the official formula, x * (1 - mask * scale) in [-1, 1], at the source resolution
-            x = torch.where(source_mask > 0.5, 0.5 + (x - 0.5) * (1 - scale), x)
-        x = _crop(x, boxes)
+            x = torch.where(mask > 0.5, 0.5 + (x - 0.5) * (1 - scale), x)
         return resize_bilinear_aa(x, up).clamp(0, 1).to(dtype) if up else x
 
-    edit, mask = area(edit_image, "edit_image", fade), _crop(mask, boxes)
+    edit = area(_boxed(edit_image, boxes, outpaint), fade)
     if up:
         mask = resize_nearest_exact(mask, up)
     if guidance is not None:
-        edit = torch.where(mask > 0.5, area(guidance, "control_image"), edit)
+        edit = torch.where(mask > 0.5, area(guidance), edit)
     return _Prepared(edit, mask, prepared_refs, (H, W), boxes, False, repaint and scale == 1, outpaint)
 
 
-def _outpainted(edit_image: torch.Tensor, edit_mask, guidance, outpaint: tuple[int, int, int, int], batch: int):
-    """The edit image extended by ``outpaint`` (top, bottom, left, right) px of gray, its mask (the given one over
-    the original, an empty one marking nothing; 1 over the new area) and the control image extended alike."""
-    t, b, lf, r = outpaint
+def _outpainted_mask(edit_image: torch.Tensor, edit_mask, guidance, outpaint: tuple[int, int, int, int], batch: int):
+    """The mask of the edit image extended by ``outpaint`` (top, bottom, left, right): the given one over the
+    original, an empty one marking nothing; 1 over the new area. A control image must have the edit image's size."""
     hw = (int(edit_image.shape[1]), int(edit_image.shape[2]))
     if guidance is not None and tuple(guidance.shape[1:3]) != hw:
         raise ValueError(f"control_image is {wxh(tuple(guidance.shape[1:3]))} but edit_image is {wxh(hw)}; with "
                          "outpainting the control_image must have the edit image's size.")
+    return outpaint_mask(edit_mask, hw, batch, outpaint, device=edit_image.device)
 
-    def extend(image: torch.Tensor) -> torch.Tensor:
-        x = validate.rgb(image).permute(0, 3, 1, 2)
-        return pad_constant(x, lf, t, r, b, value=0.5).permute(0, 2, 3, 1)
 
-    mask = outpaint_mask(edit_mask, hw, batch, outpaint, device=edit_image.device)
-    return extend(edit_image), mask, None if guidance is None else extend(guidance)
+def _window(image: torch.Tensor, box: Box, outpaint: tuple[int, int, int, int]) -> torch.Tensor:
+    """The pixels ``[B, h, w, C]`` (alpha dropped) in ``box`` of IMAGE ``image`` extended by ``outpaint`` (top,
+    bottom, left, right) px of 0.5 gray: a view of ``image`` unless the box reaches the gray."""
+    image = image[..., :3]
+    pads, starts = [], []
+    for start, length, size, before in ((box[0], box[2], image.shape[1], outpaint[0]),
+                                        (box[1], box[3], image.shape[2], outpaint[2])):
+        start -= before  # in the image's own pixels
+        pads += [max(0, min(length, -start)), max(0, min(length, start + length - size))]
+        starts.append(min(max(start, 0), size))
+    (top_pad, bottom_pad, left_pad, right_pad), (top, left) = pads, starts
+    x = image[:, top : top + box[2] - top_pad - bottom_pad, left : left + box[3] - left_pad - right_pad]
+    if any(pads):
+        x = F.pad(x, (0, 0, left_pad, right_pad, top_pad, bottom_pad), value=0.5)
+    return x
+
+
+def _outpainted_hw(image: torch.Tensor, outpaint: tuple[int, int, int, int]) -> tuple[int, int]:
+    return int(image.shape[1]) + outpaint[0] + outpaint[1], int(image.shape[2]) + outpaint[2] + outpaint[3]
+
+
+def _per_box(fn, image: torch.Tensor, boxes: list[Box]) -> torch.Tensor:
+    """``fn(items, box)`` for each item's box, concatenated ``[B, ...]``; one call when all boxes agree."""
+    if len(set(boxes)) == 1:
+        return fn(image, boxes[0])
+    return torch.cat([fn(image[i : i + 1], box) for i, box in enumerate(boxes)])
+
+
+def _boxed(image: torch.Tensor, boxes: list[Box], outpaint: tuple[int, int, int, int]) -> torch.Tensor:
+    """Each item's box of (outpainted) IMAGE ``image`` (batch ``len(boxes)``), ``[B, h, w, C]``: a view when all
+    boxes agree and none reaches the outpainted area."""
+    return _per_box(lambda items, box: _window(items, box, outpaint), image, boxes)
+
+
+def _derived_guidance(task: str, edit_image: torch.Tensor, boxes: list[Box], outpaint: tuple[int, int, int, int],
+                      options: Mapping[str, Any]) -> torch.Tensor:
+    """The guidance of a derived control task over each item's box ``[B, h, w, 3]``: the operator over the whole
+    (outpainted) edit image, computed from the box and the context the operator needs (:mod:`.control`)."""
+    hw = _outpainted_hw(edit_image, outpaint)
+
+    def over(items: torch.Tensor, box: Box) -> torch.Tensor:
+        return control.guidance_in_box(task, lambda *b: _window(items, b, outpaint), hw, box, **options)
+
+    return _per_box(over, edit_image, boxes)
 
 
 def _reference_too_small(ref_hw: tuple[int, int], size: tuple[int, int], edit_h: int) -> ValueError:

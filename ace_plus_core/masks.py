@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 
 from . import validate
 from .resize import resize_bilinear_aa, resize_nearest_exact
@@ -111,13 +110,16 @@ def outpaint_mask(
     left, right): ``new_area`` over the new area; over the original the given mask, where an empty one (or item)
     marks nothing."""
     t, b, lf, r = outpaint
-    user = torch.zeros((batch, *image_hw), dtype=dtype, device=device)
+    h, w = int(image_hw[0]), int(image_hw[1])
+    out = torch.full((batch, h + t + b, w + lf + r), new_area, dtype=dtype, device=device)
+    inner = out[:, t : t + h, lf : lf + w]
+    inner.zero_()
     if mask is not None:
         marked = broadcast_batch(validate.check_mask(mask, name) > 0.5, batch, name, "edit_image").flatten(1).any(1)
-        if bool(marked.any()):
-            user = normalize_mask(mask, image_hw, batch, name=name, device=device, dtype=dtype)
-            user = user * marked.to(user.device, dtype).view(-1, 1, 1)
-    return F.pad(user, (lf, r, t, b), value=new_area)
+        if bool(marked.any()):  # built in place: a big photo's mask costs one float copy
+            user = normalize_mask(mask, image_hw, batch, name=name, device=device, dtype=torch.bool)
+            inner.copy_(user & marked.to(user.device).view(-1, 1, 1))
+    return out
 
 
 def match_guidance(guidance: torch.Tensor, image_hw: tuple[int, int], name: str = "control_image",
