@@ -153,11 +153,14 @@ FIRST = (
     "test_host_graphs.py::test_ace_lora_loader_node",  # the LoRA at its strength
     "test_model_input_layout.py::test_canvas_conditioning",  # UC, C and the mask where the model reads them
     "test_nodes_canvas_graphs.py::test_official_lora_wiring",  # SLICE_W at the true boundary
+    # The longest files next, so that pytest-xdist (tools/test.sh: --no-loadscope-reorder, whole files per worker)
+    # starts them while the other worker is still on the decisive checks, instead of leaving them for the end.
+    "test_browser_templates.py", "test_browser.py", "test_browser_latest.py",
     "test_nodes_canvas_graphs.py", "test_model_input_layout.py", "test_host_graphs.py", "test_stitch_proofs.py", "test_official_workflows.py",
     "test_crop_stitch.py", "test_control_graphs.py", "test_host_models.py",
 )
 LAST = ("test_canvas_parity.py", "test_fuzz_core.py", "test_fuzz_nodes.py", "test_examples.py", "test_runner_http.py",
-        "test_packaging.py", "test_browser.py", "test_host_models_full.py")
+        "test_packaging.py", "test_host_models_full.py")
 
 
 def pytest_collection_modifyitems(config, items):

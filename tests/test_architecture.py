@@ -20,7 +20,8 @@ ALLOWED = {
                "run_workflow"} | COMFYUI,
     "tools": {"torch", "numpy", "PIL", "comfy_host", "tiny_models", "workflow_convert", "run_workflow"} | COMFYUI,
     "bench": {"torch", "numpy", "PIL", "safetensors", "ace_plus_core", "machine", "comfy_host", "tiny_models",
-              "tiny_flux_detection"} | COMFYUI,
+              "tiny_flux_detection",
+              "cv2"} | COMFYUI,  # OpenCV: the benchmarks' reference (cv2.Canny), from the test extra
 }
 
 

@@ -54,9 +54,10 @@ echo "== comfy node validate"
 "$host/cli-venv/bin/comfy" --skip-prompt --no-enable-telemetry node validate
 echo "== pytest"
 # Two workers (pytest-xdist, whole files per worker: each boots its own ComfyUI), torch at one thread each; the
-# fast, decisive files first (tests/conftest.py). ACE_TEST_WORKERS=0 runs in this process.
+# fast, decisive files first, then the longest (tests/conftest.py; xdist keeps that order). ACE_TEST_WORKERS=0
+# runs in this process.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-workers=(-n "${ACE_TEST_WORKERS:-2}" --dist loadfile)
+workers=(-n "${ACE_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
 [ "${ACE_TEST_WORKERS:-2}" = 0 ] && workers=()
 "$py" -m pytest -q -p no:cacheprovider "${workers[@]}" "$@"
 [ $# -eq 0 ] || exit 0
