@@ -23,7 +23,6 @@ import importlib
 import json
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -35,7 +34,7 @@ from datetime import datetime, timezone
 from io import BytesIO
 from pathlib import Path
 
-from machine import cpu_name
+from machine import cpu_name, find_section, replace_section
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "BENCHMARKS.md"
@@ -214,14 +213,8 @@ def machine() -> str:
 
 def write_section(body: str) -> None:
     """Replace the "Big photos" section of docs/BENCHMARKS.md (other sections untouched)."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(_section())}\n.*?(?=^## |\Z)", re.S | re.M)
-    match = pattern.search(text)
-    if match:
-        text = text[: match.start()] + body + "\n" + text[match.end() :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    DOC.write_text(text.rstrip("\n") + "\n")
+    text, match = find_section(DOC, _section())
+    replace_section(DOC, text, match, body)
 
 
 def main() -> None:

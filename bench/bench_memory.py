@@ -24,14 +24,13 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from machine import cpu_name
+from machine import cpu_name, find_section, replace_section
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "BENCHMARKS.md"
@@ -128,19 +127,13 @@ TABLE_HEAD = ("| machine | case | extra peak (bytes) | x edit image | process pe
 
 def write_section(rows: list[str], machine_name: str, intro: str) -> None:
     """Replace this machine's rows of the Memory table (rows of other machines stay); other sections untouched."""
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    match = pattern.search(text)
+    text, match = find_section(DOC, SECTION)
     kept = []
     if match:
         kept = [ln for ln in match.group(0).splitlines()
                 if ln.startswith("| ") and not ln.startswith("| machine") and not ln.startswith(f"| {machine_name} |")]
     body = f"{SECTION}\n\n{intro}\n\n{TABLE_HEAD}\n" + "\n".join(kept + rows) + "\n"
-    if match:
-        text = text[: match.start()] + body + "\n" + text[match.end() :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    DOC.write_text(text.rstrip("\n") + "\n")
+    replace_section(DOC, text, match, body)
 
 
 def main() -> None:
