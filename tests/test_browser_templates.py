@@ -42,6 +42,10 @@ def first_translated(tmp_path_factory, comfy_host):
         pytest.skip(message + " (bash tools/test.sh installs it)")
     _require_browser(False)
     base = _server_base(tmp_path_factory, "first_translated_server")
+    # A Chinese user's saved setting: the page starts in Chinese (the frontend fetches the custom nodes'
+    # translations as it starts; switched at run time alone, a fresh page keeps their English names).
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "Comfy.Locale": LOCALE}))
     out = tmp_path_factory.mktemp("first_translated_out")
     (out / "jobs.json").write_text("[]")
     (out / "pack.json").write_text(json.dumps({"locale": {"locale": LOCALE, "search": "ACE++"}}))

@@ -78,8 +78,9 @@ per_release_k="not older_comfyui"
 # 0.3.52: not the runner's synthetic demo model (0.3.52 takes txt_in as 4096 wide), all but two example runs (time).
 k_0_3_52="$per_release_k and not well_formed and not demo_fill"
 k_0_3_52="$k_0_3_52 and (not test_example_runs_end_to_end or face_swap or no_preprocess)"
-# 0.33.0 (the newest): every example end to end and the runner's CLI (the README main job) too.
-extra_0_33_0=(tests/test_runner_cli.py)
+# 0.33.0 (the newest): every example end to end, the runner's CLI (the README main job), the help-page and
+# translation routes and the example pictures' copy at start-up too.
+extra_0_33_0=(tests/test_runner_cli.py tests/test_i18n_docs.py tests/test_example_inputs.py)
 for release in $ACE_EXTRA_COMFYUI; do
   echo "== pytest on ComfyUI $release"
   var=${release//./_}

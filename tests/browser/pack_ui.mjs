@@ -158,11 +158,15 @@ async function openNodeLibrary(page) {
 
 // The node library's entries that contain ``search``, after searching for it, with every folder expanded, once
 // the list holds still.
-async function libraryNames(page, search) {
+// ``want``: a pattern one name should match once the list is complete (e.g. CJK text after a switch of locale, which
+// a loaded machine applies seconds later); the list is read until it matches or 30 s pass (a frontend that drops the
+// translations then gives its untranslated names).
+async function libraryNames(page, search, want = null) {
   const library = await openNodeLibrary(page);
   await page.locator(SEARCH).first().fill(search);
   let texts = [];
-  for (let same = 0, polls = 0; same < 4 && polls < 40; polls++) {
+  const done = (same) => same >= 4 && (!want || texts.some((t) => want.test(t)));
+  for (let same = 0, polls = 0; !done(same) && polls < 120; polls++) {
     await page.waitForTimeout(250);
     const now = await library.evaluate((el, s) => {
       el.querySelectorAll("[role=treeitem][aria-expanded=false]").forEach((folder) => folder.click());
@@ -247,7 +251,7 @@ export async function checkPackUi(page, config) {
   if (config.help) await part("help", () => helpPage(page, config.help));
   if (config.locale) {
     await setSetting(page, "Comfy.Locale", config.locale.locale);
-    await part("localeNames", () => libraryNames(page, config.locale.search));
+    await part("localeNames", () => libraryNames(page, config.locale.search, /[\u4e00-\u9fff]/));
     if (config.help) await part("localeHelp", () => helpPage(page, config.help));
   }
   for (const [id, value] of Object.entries(before)) {
