@@ -114,7 +114,18 @@ for (const name of config.names) {
   bad.length = 0;
   const result = { name };
   try {
-    await openFromBrowser(name);
+    // A loaded machine can leave the first click on a freshly opened dialog unanswered: close it and try again
+    // (at most three times; the last failure is the result).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await openFromBrowser(name);
+        break;
+      } catch (err) {
+        if (attempt >= 3) throw err;
+        await page.keyboard.press("Escape");
+        await page.waitForTimeout(1000);
+      }
+    }
     result.nodeCount = await page.evaluate(() => (window.app.graph._nodes || window.app.graph.nodes).length);
     // The image nodes fetch their pictures once the graph is on the canvas.
     await page.waitForFunction(() => (window.app.graph._nodes || window.app.graph.nodes)
