@@ -228,14 +228,16 @@ def apply_lora(patcher, lora_path: str, strength: float, input_name: str = "lora
         raise ValueError(f"{input_name}: {name} is corrupt: {len(broken)} tensor(s) hold NaN or infinite values (e.g. "
                          f"{broken[0]!r}), which would turn every image to noise; download or copy the LoRA again.")
     key_map = comfy.lora.model_lora_keys_unet(patcher.model, {})
-    bad = _misfits(comfy.lora_convert.convert_lora(lora), key_map, patcher)
+    converted = comfy.lora_convert.convert_lora(lora)
+    bad = _misfits(converted, key_map, patcher)
     if bad:
         raise ValueError(
             f"{input_name}: {name} does not fit the model ({model_desc}): {len(bad)} weight(s) have other shapes, "
             f"e.g. {bad[0]}. Select a LoRA trained for this model."
         )
-    clone = compat.load_lora_for_models(patcher, lora, strength, metadata)  # ComfyUI's own LoRA loading
-    applied = [k for k, v in clone.patches.items() if len(v) > len(patcher.patches.get(k, ()))]
+    # The LoRA modules that name a weight of the model, as ComfyUI's own matcher finds them (no ModelPatcher state
+    # read): nothing means a LoRA for another model, fewer than the file holds is worth a warning.
+    applied = comfy.lora.load_lora(converted, key_map, log_missing=False)
     if not applied:
         looks = f" ({info.looks_like})" if info.looks_like else ""
         raise ValueError(
@@ -246,4 +248,4 @@ def apply_lora(patcher, lora_path: str, strength: float, input_name: str = "lora
     if info.modules and len(applied) < info.modules:
         log.warning("ACE++ LoRA %s: %d of its %d modules matched no weight of the model (%s)", name,
                     info.modules - len(applied), info.modules, model_desc)
-    return clone
+    return compat.load_lora_for_models(patcher, lora, strength, metadata)  # ComfyUI's own LoRA loading
