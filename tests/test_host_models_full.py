@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 from conftest import model_cache_dir
+from full_width_models_check import FFT, FFT_FP8, FULL_WIDTH_LOADS
 from tolerances import assert_catches, sum_bound
 
 HELPER = Path(__file__).resolve().parent / "full_width_models_check.py"
-FFT, FFT_FP8 = "full_ace_plus_fft.safetensors", "full_ace_plus_fft_fp8.safetensors"
 
-# On the CPU (no bf16): storage per (file, weight_dtype); compute is fp32 throughout.
+# On the CPU (no bf16): storage per (file, weight_dtype); compute is fp32 throughout. The helper loads the pairs of
+# FULL_WIDTH_LOADS; test_host_models.py runs all of them at tiny width.
 EXPECTED_STORAGE = {
     (FFT, "default"): "torch.float32",  # the bf16 file, expanded as ComfyUI does without bf16
     (FFT, "fp8_e4m3fn"): "torch.float8_e4m3fn",
@@ -56,7 +57,7 @@ def test_the_subprocess_uses_comfyuis_own_detection(facts):
     assert not detection["patch_imported"], detection
 
 
-@pytest.mark.parametrize("unet, weight_dtype", list(EXPECTED_STORAGE))
+@pytest.mark.parametrize("unet, weight_dtype", FULL_WIDTH_LOADS)
 def test_fft_loader_at_full_width(facts, unet, weight_dtype):
     fact = facts["loads"][f"ACEPlusLoader {unet} {weight_dtype}"]
     assert (fact["layout"], fact["in_channels"], fact["img_in_features"]) == ("fft", 112, 448), fact
