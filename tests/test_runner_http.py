@@ -295,3 +295,26 @@ def test_unknown_node_types_stop_before_anything_is_queued(servers, tmp_path, ca
     code = rw.main([str(workflow), "--out", str(tmp_path / "out"), "--server", servers[0].url])
     assert code == 2
     assert "MaskPreview+ (node 12)" in capsys.readouterr().out
+
+
+# --- the example workflows and their thumbnails over the same servers (the template browser's routes) -------------
+# ComfyUI's app/custom_node_manager.py (0.3.48 to 0.33 alike) lists a pack's example_workflows/*.json at
+# ``GET /workflow_templates`` (names without .json) and serves that folder as static files under
+# ``/api/workflow_templates/<pack folder>/``, where the frontend fetches <name>.json and the <name>.jpg thumbnail.
+# Checked on the release under test (the main run: 0.3.75; tools/test.sh runs this file on 0.3.52 and 0.33.0 too).
+
+
+def test_every_template_and_thumbnail_is_served(servers):
+    import urllib.parse
+
+    examples = REPO / "example_workflows"
+    names = sorted(p.stem for p in examples.glob("*.json"))
+    assert names and all((examples / f"{n}.jpg").is_file() for n in names)  # every template has its thumbnail
+    url = servers[0].url
+    with urllib.request.urlopen(f"{url}/workflow_templates", timeout=30) as resp:
+        assert sorted(json.loads(resp.read())["ace_plus"]) == names  # "ace_plus": the folder _start links
+    for name in names:
+        for suffix in (".json", ".jpg"):
+            file_url = f"{url}/api/workflow_templates/ace_plus/{urllib.parse.quote(name + suffix)}"
+            with urllib.request.urlopen(file_url, timeout=30) as resp:
+                assert resp.status == 200 and resp.read() == (examples / f"{name}{suffix}").read_bytes(), file_url
