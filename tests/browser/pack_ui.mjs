@@ -159,22 +159,28 @@ async function openNodeLibrary(page) {
 // The node library's entries that contain ``search``, after searching for it, with every folder expanded, once
 // the list holds still.
 // ``want``: a pattern one name should match once the list is complete (e.g. CJK text after a switch of locale, which
-// a loaded machine applies seconds later); the list is read until it matches or 30 s pass (a frontend that drops the
-// translations then gives its untranslated names).
+// a loaded machine applies seconds later); the list is read until it matches, or for 5 s more once the library's own
+// words match it (the frontend has applied the locale: one that drops the custom nodes' translations then gives
+// their untranslated names), 30 s at most.
 async function libraryNames(page, search, want = null) {
   const library = await openNodeLibrary(page);
   await page.locator(SEARCH).first().fill(search);
   let texts = [];
-  const done = (same) => same >= 4 && (!want || texts.some((t) => want.test(t)));
-  for (let same = 0, polls = 0; !done(same) && polls < 120; polls++) {
+  let appliedAt = null;  // the poll at which the library's own text first matched ``want``
+  const done = (same, polls) => same >= 4 && (!want || texts.some((t) => want.test(t)) ||
+    (appliedAt !== null && polls - appliedAt >= 20));
+  for (let same = 0, polls = 0; !done(same, polls) && polls < 120; polls++) {
     await page.waitForTimeout(250);
     const now = await library.evaluate((el, s) => {
       el.querySelectorAll("[role=treeitem][aria-expanded=false]").forEach((folder) => folder.click());
-      return [...new Set([...el.querySelectorAll("*")].filter((e) => e.children.length === 0 &&
-        e.textContent.includes(s)).map((e) => e.textContent.trim()))].sort();
+      return { all: el.innerText, names: [...new Set([...el.querySelectorAll("*")].filter((e) =>
+        e.children.length === 0 && e.textContent.includes(s)).map((e) => e.textContent.trim()))].sort() };
     }, search);
-    same = now.join("\n") === texts.join("\n") ? same + 1 : 0;
-    texts = now;
+    if (want && appliedAt === null && want.test(now.all.split("\n").filter((t) => !t.includes(search)).join("\n"))) {
+      appliedAt = polls;
+    }
+    same = now.names.join("\n") === texts.join("\n") ? same + 1 : 0;
+    texts = now.names;
   }
   return texts;
 }

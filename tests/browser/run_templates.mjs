@@ -100,7 +100,7 @@ async function queueAndWait() {
     throw new Error(`the server did not take the prompt: ${queueAnswer ? queueAnswer.text.slice(0, 1500) : "no answer"}`);
   }
   for (const deadline = Date.now() + 180000; Date.now() < deadline;) {
-    await page.waitForTimeout(1000);
+    await page.waitForTimeout(250);
     const fresh = Object.entries(await history()).find(([id, h]) => !known.includes(id) && h.status &&
       (h.status.completed || h.status.status_str === "error"));
     if (fresh) return fresh[1];
@@ -126,6 +126,7 @@ for (const name of config.names) {
         await page.waitForTimeout(1000);
       }
     }
+    result.phases = { open: Date.now() - started };
     result.nodeCount = await page.evaluate(() => (window.app.graph._nodes || window.app.graph.nodes).length);
     // The image nodes fetch their pictures once the graph is on the canvas.
     await page.waitForFunction(() => (window.app.graph._nodes || window.app.graph.nodes)
@@ -135,7 +136,9 @@ for (const name of config.names) {
       .filter((n) => n.type === "LoadImage" || n.type === "LoadImageMask")
       .map((n) => ({ value: n.widgets.find((w) => w.name === "image").value,
         width: n.imgs && n.imgs[0] ? n.imgs[0].naturalWidth : 0 })));
+    result.phases.images = Date.now() - started - result.phases.open;
     const entry = await queueAndWait();
+    result.phases.run = Date.now() - started - result.phases.open - result.phases.images;
     result.status = entry.status;
     result.outputs = entry.outputs;
   } catch (err) {
@@ -145,6 +148,12 @@ for (const name of config.names) {
   result.ms = Date.now() - started;
   results.push(result);
   await page.keyboard.press("Escape");
+  // Every template opens a workflow tab: close the earlier ones, or each open and run gets slower than the last.
+  await page.evaluate(async () => {
+    const store = window.app.extensionManager && window.app.extensionManager.workflow;
+    if (!store || !store.openWorkflows || !store.closeWorkflow) return;
+    for (const w of [...store.openWorkflows]) if (w !== store.activeWorkflow) await store.closeWorkflow(w);
+  });
 }
 fs.writeFileSync(path.join(outDir, "template_runs.json"), JSON.stringify(results, null, 1));
 await context.close();
