@@ -16,6 +16,7 @@ from tolerances import assert_catches, network_bound
 
 import tiny_models as factory
 
+pytestmark = pytest.mark.numeric
 TEXT_TOKENS = 8
 STRENGTH = 0.7
 # Facts of the published SigLIP (so400m, patch 14, 384 px) the reference needs besides the file: its head width
