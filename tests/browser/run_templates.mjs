@@ -58,13 +58,16 @@ await page.route("**/api/prompt", async (route) => {
 await page.goto(url, { waitUntil: "load", timeout: 60000 });
 await page.waitForFunction(() => window.app && window.app.graph && window.LiteGraph, null, { timeout: 60000 });
 await page.keyboard.press("Escape");
-// The ids of the nodes the server runs (its "executing" messages; cached nodes are in the history entry instead).
+// The ids of the nodes the server runs (its "executing" messages; cached nodes are in the history entry instead);
+// "executing" with no node ends a prompt.
 await page.evaluate(() => {
   window.__aceExecuted = [];
+  window.__aceDone = false;
   window.app.api.addEventListener("executing", (e) => {
     const d = e.detail;
     const id = d && typeof d === "object" ? d.node : d;
-    if (id != null) window.__aceExecuted.push(String(id));
+    if (id == null) window.__aceDone = true;
+    else window.__aceExecuted.push(String(id));
   });
 });
 
@@ -100,7 +103,11 @@ async function queueAndWait() {
   const known = Object.keys(await history());
   queueAnswer = null;
   queued = null;
-  await page.evaluate(() => { window.__aceExecuted = []; return window.app.queuePrompt(0, 1); });
+  await page.evaluate(() => {
+    window.__aceExecuted = [];
+    window.__aceDone = false;
+    return window.app.queuePrompt(0, 1);
+  });
   for (let i = 0; i < 100 && !queueAnswer; i++) await page.waitForTimeout(100);
   if (!queueAnswer || queueAnswer.status !== 200) {
     throw new Error(`the server did not take the prompt: ${queueAnswer ? queueAnswer.text.slice(0, 1500) : "no answer"}`);
@@ -109,7 +116,11 @@ async function queueAndWait() {
     await page.waitForTimeout(1000);
     const fresh = Object.entries(await history()).find(([id, h]) => !known.includes(id) && h.status &&
       (h.status.completed || h.status.status_str === "error"));
-    if (fresh) return fresh[1];
+    if (fresh) {
+      // The history can answer before the last websocket messages arrive: wait for the end of the prompt there.
+      await page.waitForFunction(() => window.__aceDone, null, { timeout: 10000 }).catch(() => {});
+      return fresh[1];
+    }
   }
   throw new Error("the queued template did not finish within 180 s");
 }
