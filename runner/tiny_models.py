@@ -17,6 +17,9 @@ What it makes:
 * A 16-channel TAESD VAE (``taesd_vae_state_dict``) that is a near-identity autoencoder
   (8x8 box-average down, nearest up), so decoded images resemble what was encoded.
 * A random CLIP-L text encoder (``clip_l_state_dict``).
+* A SigLIP vision tower (``siglip_vision_state_dict``, ``TINY_SIGLIP``) and a FLUX.1-Redux projector
+  (``redux_state_dict``) in the layouts of ``sigclip_vision_patch14_384.safetensors`` and
+  ``flux1-redux-dev.safetensors``, narrow, for the Redux workflows.
 
 CLI::
 
@@ -61,6 +64,10 @@ __all__ = [
     "taesd_vae_state_dict",
     "split_taesd",
     "clip_l_state_dict",
+    "SiglipVisionConfig",
+    "TINY_SIGLIP",
+    "siglip_vision_state_dict",
+    "redux_state_dict",
     "write_safetensors",
     "build_model_set",
     "main",
@@ -558,6 +565,87 @@ def clip_l_state_dict(
 
 
 # --------------------------------------------------------------------------------------------------
+# SigLIP vision tower and FLUX.1-Redux
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiglipVisionConfig:
+    """Shape of the SigLIP vision tower ComfyUI builds as ``comfy.clip_model.CLIPVisionModelProjection``
+    (model_type ``siglip_vision_model``: biased patch convolution, no class token, no pre-norm, a final
+    ``post_layernorm``)."""
+
+    hidden_size: int = 144
+    num_layers: int = 2
+    intermediate_size: int = 288
+    patch_size: int = 14
+    image_size: int = 384
+    num_channels: int = 3
+
+    @property
+    def num_positions(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+# The published SigLIP (so400m, patch 14, 384 px: 27 layers of 16 heads x 72, 729 tokens) made narrow: the same
+# image size, patch and token count, the same head width (144 = 2 heads of 72), two layers. ~0.5M parameters.
+TINY_SIGLIP = SiglipVisionConfig()
+
+
+def siglip_vision_state_dict(
+    cfg: SiglipVisionConfig = TINY_SIGLIP, seed: int = 0, dtype: torch.dtype = torch.float16, qk_std: float = 0.1
+) -> dict[str, torch.Tensor]:
+    """Random SigLIP vision weights under the key names ComfyUI's CLIPVisionLoader reads from
+    ``sigclip_vision_patch14_384.safetensors`` (``vision_model.embeddings.patch_embedding.*``,
+    ``...position_embedding.weight``, ``vision_model.encoder.layers.N.{layer_norm1,self_attn.*_proj,layer_norm2,
+    mlp.fc1,mlp.fc2}.*``, ``vision_model.post_layernorm.*``). Query and key projections are drawn wider
+    (``qk_std``) than the other linears (0.02) so that attention is far from uniform: then the head count
+    changes the output."""
+    h, inter = cfg.hidden_size, cfg.intermediate_size
+    sd: dict[str, torch.Tensor] = {}
+
+    def put(key: str, shape: tuple[int, ...], std: float, mean: float = 0.0) -> None:
+        sd[key] = _randn(shape, seed, key, std=std, mean=mean).to(dtype)
+
+    def linear(name: str, fan_in: int, fan_out: int, std: float = 0.02) -> None:
+        put(f"{name}.weight", (fan_out, fan_in), std)
+        put(f"{name}.bias", (fan_out,), 0.01)
+
+    def layer_norm(name: str) -> None:
+        put(f"{name}.weight", (h,), 0.02, mean=1.0)
+        put(f"{name}.bias", (h,), 0.01)
+
+    emb = "vision_model.embeddings"
+    put(f"{emb}.patch_embedding.weight", (h, cfg.num_channels, cfg.patch_size, cfg.patch_size), 0.02)
+    put(f"{emb}.patch_embedding.bias", (h,), 0.01)
+    put(f"{emb}.position_embedding.weight", (cfg.num_positions, h), 0.02)
+    for i in range(cfg.num_layers):
+        p = f"vision_model.encoder.layers.{i}"
+        layer_norm(f"{p}.layer_norm1")
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            linear(f"{p}.self_attn.{proj}", h, h, qk_std if proj in ("q_proj", "k_proj") else 0.02)
+        layer_norm(f"{p}.layer_norm2")
+        linear(f"{p}.mlp.fc1", h, inter)
+        linear(f"{p}.mlp.fc2", inter, h)
+    layer_norm("vision_model.post_layernorm")
+    return sd
+
+
+def redux_state_dict(
+    redux_dim: int, txt_in_features: int, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """A random FLUX.1-Redux projector in ``flux1-redux-dev.safetensors``'s layout (``comfy/ldm/flux/redux.py``):
+    ``redux_up`` (redux_dim -> 3 x txt_in_features), SiLU, ``redux_down`` (-> txt_in_features). ``redux_dim`` is
+    the SigLIP width, ``txt_in_features`` the FLUX model's ``txt_in`` width."""
+    sd: dict[str, torch.Tensor] = {}
+    for name, fan_in, fan_out in (("redux_up", redux_dim, 3 * txt_in_features),
+                                  ("redux_down", 3 * txt_in_features, txt_in_features)):
+        sd[f"{name}.weight"] = _randn((fan_out, fan_in), seed, f"{name}.weight", std=0.02).to(dtype)
+        sd[f"{name}.bias"] = _randn((fan_out,), seed, f"{name}.bias", std=0.01).to(dtype)
+    return sd
+
+
+# --------------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------------
 
@@ -634,6 +722,15 @@ def _recipes(full: bool, demo: bool = False) -> dict[str, tuple[str, object]]:
         "vae_approx/taef1_encoder.safetensors": taesd("encoder"),
         "vae_approx/taef1_decoder.safetensors": taesd("decoder"),
         "text_encoders/clip_l_random.safetensors": ("clip_l seed=0 fp16", lambda: clip_l_state_dict(0, torch.float16)),
+        "clip_vision/tiny_siglip_vision.safetensors": (
+            f"siglip_vision {TINY_SIGLIP!r} seed=0 fp16",
+            lambda: siglip_vision_state_dict(TINY_SIGLIP, seed=0, dtype=torch.float16),
+        ),
+        # Redux tokens as wide as the tiny FLUX's txt_in, from the tiny SigLIP's width.
+        "style_models/tiny_flux_redux.safetensors": (
+            f"redux dim={TINY_SIGLIP.hidden_size} txt_in={TINY.context_in_dim} seed=0 fp32",
+            lambda: redux_state_dict(TINY_SIGLIP.hidden_size, TINY.context_in_dim, seed=0),
+        ),
     }
     if full:
         full_fill = FULL_DETECTABLE.with_in_channels(IN_CHANNELS_FILL)
@@ -695,6 +792,8 @@ def build_model_set(
         vae_approx/taef1_encoder.safetensors              the same TAESD split the way VAELoader's
         vae_approx/taef1_decoder.safetensors                "taef1" entry reads it
         text_encoders/clip_l_random.safetensors           random CLIP-L, fp16
+        clip_vision/tiny_siglip_vision.safetensors        TINY_SIGLIP (144 wide, 2 layers, 729 tokens), fp16
+        style_models/tiny_flux_redux.safetensors          Redux 144 -> 2304 -> 768 (TINY's txt_in width), fp32
 
     ``manifest.json`` records FACTORY_VERSION and each file's recipe and size; a file whose entry
     matches is not rewritten, so one cache dir serves many test runs. ``force`` rewrites everything.

@@ -19,7 +19,7 @@ for p in (REPO / "runner", REPO):
         sys.path.append(str(p))
 
 TEST_NODES = Path(__file__).resolve().parent / "comfy_test_nodes"
-MODEL_FOLDERS = ("diffusion_models", "loras", "vae", "vae_approx", "text_encoders")
+MODEL_FOLDERS = ("diffusion_models", "loras", "vae", "vae_approx", "text_encoders", "clip_vision", "style_models")
 
 
 def model_cache_dir() -> Path:

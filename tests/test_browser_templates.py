@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import TEST_NODES, model_cache_dir
 from test_browser import (
     BROWSER_DIR,
     FIRST_TRANSLATED_DIR,
@@ -27,7 +28,7 @@ from test_browser import (
     _server_base,
     _template_names,
 )
-from test_examples import REDUX_NODES, TINY_FILES, TINY_TOKENS
+from test_examples import REDUX_STAND_INS, TINY_FILES, TINY_TOKENS
 
 
 @pytest.fixture(scope="module")
@@ -70,18 +71,21 @@ def test_the_first_translated_frontend_shows_the_chinese_names_and_the_readme_na
 
 # The queued prompt made small for the CPU on its way to the server (as test_examples.tiny_graph does): the published
 # model names are the synthetic files (TEMPLATE_RUN_FILES), CLIP-L alone stands in for DualCLIPLoader (T5-XXL is
-# 9.5 GB whatever a file holds), 1 sampler step, a 256-token canvas, and the Redux branch is left out (ComfyUI builds
-# SigLIP and FLUX.1-Redux at full size, about 460M parameters, and Redux's 4096-wide tokens do not fit the tiny
-# FLUX's 768-wide text input; test_examples.py explains).
+# 9.5 GB whatever a file holds), the Redux loaders are the TEST-ONLY stand-ins that build ComfyUI's SigLIP and
+# FLUX.1-Redux classes at the tiny files' size (ComfyUI's own build them at full size whatever the file holds;
+# test_examples.py explains), 1 sampler step, a 256-token canvas.
 TEMPLATE_RUN_REWRITE = {
-    "drop": list(REDUX_NODES),
     "nodes": {
         "DualCLIPLoader": {"class_type": "CLIPLoader",
                            "inputs": {"clip_name": "clip_l.safetensors", "type": "stable_diffusion"}},
+        **{core: {"class_type": stand_in, "keep_inputs": True} for core, stand_in in REDUX_STAND_INS.items()},
         "KSampler": {"inputs": {"steps": 1}},
         "ACEPlusCanvas": {"inputs": {"max_image_tokens": TINY_TOKENS}},
     },
 }
+# The Redux nodes as they run (the loaders by their stand-ins): each must have run (or come from the cache).
+REDUX_RUN = ("ACEPlusTestOnlyCLIPVisionLoader", "CLIPVisionEncode", "ACEPlusTestOnlyStyleModelLoader",
+             "StyleModelApply")
 TEMPLATE_RUN_FILES = {**TINY_FILES, "clip_l.safetensors": "clip_l_random.safetensors"}
 # A test-only custom node file for the server: the detection patch the tiny FLUX needs (tests/conftest.py).
 TINY_DETECTION_NODE = f"""import sys
@@ -98,16 +102,15 @@ def template_runs(tmp_path_factory, comfy_host, tiny_models):
     server whose input folder starts empty (the pack copies the pictures at start-up) and whose published model
     names are synthetic files. {template name: result} (tests/browser/run_templates.mjs)."""
     _require_browser(False)
-    from conftest import model_cache_dir
-
     base = _server_base(tmp_path_factory, "template_server")
     (base / "custom_nodes" / "ace_plus_test_tiny_detection.py").write_text(TINY_DETECTION_NODE)
+    (base / "custom_nodes" / TEST_NODES.name).symlink_to(TEST_NODES, target_is_directory=True)  # the stand-ins
     cache = model_cache_dir()
     for folder, names in PUBLISHED_MODELS.items():
         (base / "models" / folder).mkdir(parents=True, exist_ok=True)
         for name in names:
             tiny = TEMPLATE_RUN_FILES.get(name)
-            if tiny is None:  # t5xxl, Redux, SigLIP: named by the templates, never loaded (see the rewrite)
+            if tiny is None:  # t5xxl: named by the templates, never loaded (see the rewrite)
                 (base / "models" / folder / name).write_bytes(b"")
             else:
                 (base / "models" / folder / name).symlink_to(next(cache.glob(f"*/{tiny}")))
@@ -145,3 +148,11 @@ def test_every_template_opens_from_the_browser_and_runs(template_runs):
         for img in saved:
             with Image.open(base / "output" / img["subfolder"] / img["filename"]) as im:
                 assert im.width > 0 and im.height > 0
+        # The Redux templates ran their Redux branch: its nodes were queued, and each ran (or came from the cache).
+        uses_redux = "StyleModelApply" in {n["type"] for n in doc["nodes"]}
+        queued = set(r["queued"].values())
+        assert (set(REDUX_RUN) <= queued) == uses_redux, f"{name}: queued {sorted(queued)}"
+        ran = {r["queued"][i] for i in r["executed"] + r["cached"]}
+        assert ran == queued, f"{name}: {sorted(queued - ran)} did not run"
+        if uses_redux:
+            assert "StyleModelApply" in {r["queued"][i] for i in r["executed"]}, f"{name}: {r['executed']}"

@@ -14,11 +14,13 @@
   expected size: the input photo's size for stitched edits (with the pixels away from the mask unchanged),
   ACE++ Canvas width x height for reference-only generation.
 
-Redux rule: the Redux branch (CLIPVisionLoader, CLIPVisionEncode, StyleModelLoader, StyleModelApply) is validated
-but not executed. ComfyUI builds FLUX.1-Redux (a fixed 1152 -> 12288 -> 4096 projector, 64M parameters) and the
-SigLIP vision model (27 layers x 1152, ~400M parameters, chosen by key names and sizes) at full size whatever the
-file holds, and Redux adds 4096-wide (T5-XXL width) tokens that the tiny FLUX (CLIP-L width, 768) cannot take.
-The executed graph therefore drops those four nodes and feeds StyleModelApply's consumers its conditioning input.
+Redux rule: the Redux branch (CLIPVisionLoader, CLIPVisionEncode, StyleModelLoader, StyleModelApply) runs on a
+synthetic SigLIP and FLUX.1-Redux (runner/tiny_models.py). ComfyUI's two loaders choose the size themselves:
+CLIPVisionLoader picks the full SigLIP config (27 layers x 1152, ~400M parameters) from key names, and
+StyleModelLoader always builds the 1152 -> 12288 -> 4096 projector, whose T5-XXL-wide tokens the tiny FLUX (CLIP-L
+width, 768) cannot take. The executed graph therefore swaps those two loaders for the TEST-ONLY stand-ins
+(REDUX_STAND_INS, tests/comfy_test_nodes) that build ComfyUI's same classes at the file's size; CLIPVisionEncode and
+StyleModelApply stay ComfyUI's own (tests/test_redux.py checks their output against a float64 recomputation).
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ WORKFLOWS = {wf.path: wf for wf in mx.workflows()}
 IDS = list(WORKFLOWS)
 MAX_INPUT_BYTES = 3_000_000
 
-REDUX_NODES = ("CLIPVisionLoader", "CLIPVisionEncode", "StyleModelLoader", "StyleModelApply")
+# The Redux loaders -> the TEST-ONLY stand-ins that build ComfyUI's classes at the tiny files' size (same inputs).
+REDUX_STAND_INS = {"CLIPVisionLoader": "ACEPlusTestOnlyCLIPVisionLoader",
+                   "StyleModelLoader": "ACEPlusTestOnlyStyleModelLoader"}
 TINY_FILES = {
     mx.FILL: "tiny_flux_fill.safetensors",
     mx.FFT: "tiny_ace_plus_fft.safetensors",
@@ -47,6 +51,8 @@ TINY_FILES = {
     mx.SUBJECT_LORA: "tiny_fill_lora_peft.safetensors",
     mx.LOCAL_LORA: "tiny_fill_lora_peft.safetensors",
     mx.VAE: "tiny_taef1.safetensors",
+    mx.SIGCLIP: "tiny_siglip_vision.safetensors",
+    mx.REDUX: "tiny_flux_redux.safetensors",
 }
 TINY_TOKENS = 256
 # The published files: name -> (ComfyUI models/ folder, direct download URL).
@@ -282,16 +288,10 @@ def test_api_graph_validates_with_the_published_model_names(comfy_host, info, st
 
 
 def tiny_graph(prompt: dict) -> dict:
-    """The example on the tiny models: tiny files, CLIP-L alone, 1 step, 256 tokens, the Redux branch dropped."""
+    """The example on the tiny models: tiny files, CLIP-L alone, 1 step, 256 tokens, the Redux loaders' stand-ins."""
     prompt = json.loads(json.dumps(prompt))
-    for node_id, node in list(prompt.items()):
-        if node["class_type"] == "StyleModelApply":
-            for other in prompt.values():
-                for key, value in other["inputs"].items():
-                    if value == [node_id, 0]:
-                        other["inputs"][key] = node["inputs"]["conditioning"]
-    prompt = {k: v for k, v in prompt.items() if v["class_type"] not in REDUX_NODES}
     for node in prompt.values():
+        node["class_type"] = REDUX_STAND_INS.get(node["class_type"], node["class_type"])
         inputs = node["inputs"]
         for key, value in inputs.items():
             if isinstance(value, str) and value in TINY_FILES:

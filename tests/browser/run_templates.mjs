@@ -7,8 +7,9 @@
 // through the grid until it is in view), wait for the graph and its pictures, note every HTTP answer >= 400 (a
 // missing input picture is a 404 on /api/view), then queue it (app.queuePrompt, what the Run button calls) and wait
 // for the prompt's history entry. The queued prompt goes through the test's rewrite on its way to /api/prompt (the
-// text encoder and the sampler made small, as tests/test_examples.py's tiny_graph does; the model files themselves
-// are the synthetic ones, under the published names). Results: OUT_DIR/template_runs.json.
+// text encoder and the sampler made small, the Redux loaders swapped for their TEST-ONLY stand-ins, as
+// tests/test_examples.py's tiny_graph does; the model files themselves are the synthetic ones, under the published
+// names); the ids of the nodes that ran are recorded. Results: OUT_DIR/template_runs.json.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
@@ -27,34 +28,29 @@ const context = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(
 const page = context.pages()[0] || (await context.newPage());
 const bad = [];
 page.on("response", (r) => { if (r.status() >= 400) bad.push({ status: r.status(), url: r.url() }); });
-// The queued prompt, made small for the CPU (see tests/test_browser.py TEMPLATE_RUN_REWRITE).
+// The queued prompt, made small for the CPU (see tests/test_browser_templates.py TEMPLATE_RUN_REWRITE): a node's
+// class_type is swapped (its inputs replaced, or kept with keep_inputs) and inputs are set.
 function small(prompt) {
   const out = JSON.parse(JSON.stringify(prompt));
-  for (const [id, node] of Object.entries(out)) {
-    if (!rewrite.drop.includes(node.class_type)) continue;
-    if (node.class_type === "StyleModelApply") {
-      for (const other of Object.values(out)) {
-        for (const [k, v] of Object.entries(other.inputs)) {
-          if (Array.isArray(v) && v[0] === id && v[1] === 0) other.inputs[k] = node.inputs.conditioning;
-        }
-      }
-    }
-  }
-  for (const [id, node] of Object.entries(out)) if (rewrite.drop.includes(node.class_type)) delete out[id];
   for (const node of Object.values(out)) {
     const r = rewrite.nodes[node.class_type];
     if (!r) continue;
-    if (r.class_type) { node.class_type = r.class_type; node.inputs = {}; }
-    Object.assign(node.inputs, r.inputs);
+    if (r.class_type) {
+      node.class_type = r.class_type;
+      if (!r.keep_inputs) node.inputs = {};
+    }
+    Object.assign(node.inputs, r.inputs || {});
   }
   return out;
 }
 let queueAnswer = null;  // the server's answer to the last queued prompt
+let queued = null;  // the last prompt as the server got it: {node id: class_type}
 await page.route("**/api/prompt", async (route) => {
   const request = route.request();
   if (request.method() !== "POST") return route.continue();
   const body = JSON.parse(request.postData());
   body.prompt = small(body.prompt);
+  queued = Object.fromEntries(Object.entries(body.prompt).map(([id, node]) => [id, node.class_type]));
   const response = await route.fetch({ postData: JSON.stringify(body) });
   queueAnswer = { status: response.status(), text: await response.text() };
   await route.fulfill({ response });
@@ -62,6 +58,18 @@ await page.route("**/api/prompt", async (route) => {
 await page.goto(url, { waitUntil: "load", timeout: 60000 });
 await page.waitForFunction(() => window.app && window.app.graph && window.LiteGraph, null, { timeout: 60000 });
 await page.keyboard.press("Escape");
+// The ids of the nodes the server runs (its "executing" messages; cached nodes are in the history entry instead);
+// "executing" with no node ends a prompt.
+await page.evaluate(() => {
+  window.__aceExecuted = [];
+  window.__aceDone = false;
+  window.app.api.addEventListener("executing", (e) => {
+    const d = e.detail;
+    const id = d && typeof d === "object" ? d.node : d;
+    if (id == null) window.__aceDone = true;
+    else window.__aceExecuted.push(String(id));
+  });
+});
 
 async function openFromBrowser(name) {
   await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
@@ -94,7 +102,12 @@ async function queueAndWait() {
   const history = () => page.evaluate(async () => (await window.app.api.fetchApi("/history")).json());
   const known = Object.keys(await history());
   queueAnswer = null;
-  await page.evaluate(() => window.app.queuePrompt(0, 1));
+  queued = null;
+  await page.evaluate(() => {
+    window.__aceExecuted = [];
+    window.__aceDone = false;
+    return window.app.queuePrompt(0, 1);
+  });
   for (let i = 0; i < 100 && !queueAnswer; i++) await page.waitForTimeout(100);
   if (!queueAnswer || queueAnswer.status !== 200) {
     throw new Error(`the server did not take the prompt: ${queueAnswer ? queueAnswer.text.slice(0, 1500) : "no answer"}`);
@@ -103,7 +116,11 @@ async function queueAndWait() {
     await page.waitForTimeout(250);
     const fresh = Object.entries(await history()).find(([id, h]) => !known.includes(id) && h.status &&
       (h.status.completed || h.status.status_str === "error"));
-    if (fresh) return fresh[1];
+    if (fresh) {
+      // The history can answer before the last websocket messages arrive: wait for the end of the prompt there.
+      await page.waitForFunction(() => window.__aceDone, null, { timeout: 10000 }).catch(() => {});
+      return fresh[1];
+    }
   }
   throw new Error("the queued template did not finish within 180 s");
 }
@@ -141,6 +158,10 @@ for (const name of config.names) {
     result.phases.run = Date.now() - started - result.phases.open - result.phases.images;
     result.status = entry.status;
     result.outputs = entry.outputs;
+    result.queued = queued;
+    result.executed = [...new Set(await page.evaluate(() => window.__aceExecuted))];
+    const cached = (entry.status.messages || []).find(([event]) => event === "execution_cached");
+    result.cached = cached ? cached[1].nodes.map(String) : [];
   } catch (err) {
     result.error = String((err && err.stack) || err);
   }
