@@ -85,6 +85,13 @@ async function openFromBrowser(name) {
   });
   await scroller.evaluate((el) => { if (el) el.scrollTop = 0; });
   const card = dialog.locator(`img[alt="${name}"]`);
+  // Typed into the dialog's search box, as a user looks for a template by name (the grid then holds a few cards);
+  // without a search box, or when the card is not among the results, the grid is paged through below.
+  const search = dialog.getByPlaceholder(/search/i);
+  if (await search.count()) {
+    await search.first().fill(name);
+    await card.first().waitFor({ timeout: 5000 }).catch(() => {});
+  }
   for (let atEnd = false; !(await card.count()) && !atEnd;) {
     atEnd = await scroller.evaluate((el) => {
       if (!el) return true;
