@@ -2,7 +2,8 @@
 //
 //   node run_templates.mjs URL OUT_DIR CONFIG.json
 //
-// CONFIG.json: {"module": <pack folder>, "names": [template names], "rewrite": {...}}. For each template: open the
+// CONFIG.json: {"module": <pack folder>, "names": [template names], "nodeTypes": {name: sorted node types},
+// "rewrite": {...}}. For each template: open the
 // template browser (command Comfy.BrowseTemplates), pick the pack's category, click the template's card (paging
 // through the grid until it is in view), wait for the graph and its pictures, note every HTTP answer >= 400 (a
 // missing input picture is a 404 on /api/view), then queue it (app.queuePrompt, what the Run button calls) and wait
@@ -72,37 +73,58 @@ await page.evaluate(() => {
 });
 
 async function openFromBrowser(name) {
-  await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+  await page.evaluate(() => {
+    const store = window.app.extensionManager && window.app.extensionManager.workflow;
+    window.__acePrevWorkflow = store ? store.activeWorkflow : null;
+    return window.app.extensionManager.command.execute("Comfy.BrowseTemplates");
+  });
   const dialog = page.getByRole("dialog");
   await dialog.getByText(config.module, { exact: true }).first().click({ timeout: 20000 });
   await dialog.locator("img[alt]").first().waitFor({ timeout: 20000 });
-  // The grid shows the cards in view only: from its top, page down until the card is there.
-  const scroller = await dialog.locator("img[alt]").first().evaluateHandle((el) => {
-    for (let p = el.parentElement; p; p = p.parentElement) {
-      if (p.scrollHeight > p.clientHeight + 1 && /auto|scroll/.test(getComputedStyle(p).overflowY)) return p;
-    }
-    return null;
-  });
-  await scroller.evaluate((el) => { if (el) el.scrollTop = 0; });
   const card = dialog.locator(`img[alt="${name}"]`);
-  // Typed into the dialog's search box, as a user looks for a template by name (the grid then holds a few cards);
-  // without a search box, or when the card is not among the results, the grid is paged through below.
-  const search = dialog.getByPlaceholder(/search/i);
+  // Typed into the dialog's search box, as a user looks for a template by name (the grid then holds a few cards).
+  // The dialog can still re-render (and empty the box) just after it opened: the name is typed again until the card
+  // shows (at most 10 s).
+  const search = dialog.getByPlaceholder(/search/i).first();
   if (await search.count()) {
-    await search.first().fill(name);
-    await card.first().waitFor({ timeout: 5000 }).catch(() => {});
+    for (let i = 0; i < 40 && !(await card.count()); i++) {
+      if ((await search.inputValue().catch(() => name)) !== name) await search.fill(name).catch(() => {});
+      await page.waitForTimeout(250);
+    }
+    if (!(await card.count())) await search.fill("").catch(() => {});
   }
+  // Without a search box, or when the card is not among the results: the grid shows the cards in view only, so it
+  // is paged through from its top (the scrolling element is looked up each time: the grid may have re-rendered).
+  const scrollGrid = (top) => dialog.locator("img[alt]").first().evaluate((img, top) => {
+    let el = img.parentElement;
+    while (el && !(el.scrollHeight > el.clientHeight + 1 && /auto|scroll/.test(getComputedStyle(el).overflowY))) {
+      el = el.parentElement;
+    }
+    if (!el) return true;
+    if (top) { el.scrollTop = 0; return false; }
+    const end = el.scrollTop + el.clientHeight >= el.scrollHeight - 1;
+    el.scrollTop += el.clientHeight * 0.8;
+    return end;
+  }, top, { timeout: 5000 }).catch(() => true);
+  if (!(await card.count())) await scrollGrid(true);
   for (let atEnd = false; !(await card.count()) && !atEnd;) {
-    atEnd = await scroller.evaluate((el) => {
-      if (!el) return true;
-      const end = el.scrollTop + el.clientHeight >= el.scrollHeight - 1;
-      el.scrollTop += el.clientHeight * 0.8;
-      return end;
-    });
+    atEnd = await scrollGrid(false);
     await page.waitForTimeout(300);
   }
-  await card.first().click({ timeout: 10000 });
+  await card.first().click({ timeout: 10000 }).catch(async (err) => {
+    const shown = await dialog.locator("img[alt]").evaluateAll((imgs) => imgs.map((i) => i.alt)).catch(() => []);
+    const typed = await search.inputValue().catch(() => null);
+    throw new Error(`${err.message.split("\n")[0]} (search box: ${JSON.stringify(typed)}; cards shown: ${JSON.stringify(shown)})`);
+  });
   await page.waitForFunction(() => !document.querySelector("[role=dialog] img[alt]"), null, { timeout: 20000 });
+  // The dialog closes before the template is fetched and on the canvas: wait for a new workflow tab whose nodes
+  // are the template's (several templates have the same node types, hence the tab).
+  await page.waitForFunction((types) => {
+    const store = window.app.extensionManager && window.app.extensionManager.workflow;
+    if (store && store.activeWorkflow === window.__acePrevWorkflow) return false;
+    const got = (window.app.graph._nodes || window.app.graph.nodes).map((n) => n.type).sort();
+    return JSON.stringify(got) === JSON.stringify(types);
+  }, config.nodeTypes[name], { timeout: 30000 });
 }
 
 async function queueAndWait() {
