@@ -4,8 +4,8 @@ Every test runs once per frontend: the one ComfyUI 0.3.75 pins (``comfyui-fronte
 and the newest on PyPI (tools/test.sh installs it into ``$ACE_HOST_DIR/frontend-latest``; the server gets
 ``--front-end-root``); the test ids name the version. One server per frontend, one page for all workflows:
 
-* our 16 UI-format examples: no missing node types, a screenshot each (``ACE_UPDATE_SCREENSHOTS=1`` copies the
-  pinned frontend's to docs/screenshots/), ``app.graphToPrompt()`` equals the runner's conversion
+* our 16 UI-format examples: no missing node types, a screenshot each on the pinned frontend
+  (``ACE_UPDATE_SCREENSHOTS=1`` copies them to docs/screenshots/), ``app.graphToPrompt()`` equals the runner's conversion
   (runner/workflow_convert.py) and the prompt passes ComfyUI's own validation with the published model names;
 * the nine official ACE++ workflows: they miss only the third-party ``MaskPreview+``; the frontend gets a copy
   without those nodes (and their links), the runner the original with ``drop_types={"MaskPreview+"}``; the
@@ -341,7 +341,8 @@ def browser_results(server, templates, tmp_path_factory):
     jobs_dir.mkdir()
     jobs, groups = [], {}
     for f in _example_workflows():
-        jobs.append({"file": str(f), "name": f"{f.parent.name}__{f.stem}", "screenshot": True})
+        # Screenshots on the pinned frontend (docs/screenshots/ come from it); the newest only converts (15 s less).
+        jobs.append({"file": str(f), "name": f"{f.parent.name}__{f.stem}", "screenshot": server["pinned"]})
         groups[jobs[-1]["name"]] = ("examples", f.stem)
     for f in _official_workflows():
         copy_ = jobs_dir / f"official__{f.name}"
@@ -426,7 +427,7 @@ def test_the_frontend_is_the_one_asked_for(browser_results, server):
     assert browser_results["version"] == server["version"]
 
 
-def test_example_workflows_have_no_missing_nodes(browser_results):
+def test_example_workflows_have_no_missing_nodes(browser_results, server):
     examples = _example_workflows()
     if not examples:
         pytest.skip("no UI-format example workflows yet")
@@ -434,7 +435,8 @@ def test_example_workflows_have_no_missing_nodes(browser_results):
         r = browser_results["examples"][f.stem]
         assert r["missing"] == [] and "error" not in r, f"{f.name}: missing node types {r['missing']} {r.get('error')}"
         assert r["nodeCount"] > 0 and r["output"], f"{f.name}: the frontend produced no prompt"
-        assert (browser_results["out"] / f"{f.parent.name}__{f.stem}.png").stat().st_size > 10_000
+        if server["pinned"]:
+            assert (browser_results["out"] / f"{f.parent.name}__{f.stem}.png").stat().st_size > 10_000
 
 
 def test_official_workflows_miss_only_the_third_party_preview(browser_results):

@@ -76,7 +76,8 @@ per_release=(tests/test_host_loader.py tests/test_host_graphs.py tests/test_node
              tests/test_examples.py tests/test_clash.py tests/test_search_and_advanced.py
              tests/test_golden_canvases.py tests/test_robustness.py tests/test_runner_http.py tests/test_host_gguf.py
              tests/test_redux.py)
-per_release_k="not older_comfyui"
+# Nor the memory benchmark's smoke run (bench/bench_memory.py: the core alone, no ComfyUI).
+per_release_k="not older_comfyui and not memory_benchmark"
 # 0.3.52: not the runner's synthetic demo model (0.3.52 takes txt_in as 4096 wide), all but two example runs (time).
 k_0_3_52="$per_release_k and not well_formed and not demo_fill"
 k_0_3_52="$k_0_3_52 and (not test_example_runs_end_to_end or face_swap or no_preprocess)"
