@@ -27,6 +27,7 @@ from test_browser import (
     _running_server,
     _server_base,
     _template_names,
+    log,
 )
 from test_examples import REDUX_STAND_INS, TINY_FILES, TINY_TOKENS
 
@@ -124,6 +125,9 @@ def template_runs(tmp_path_factory, comfy_host, tiny_models):
                                 capture_output=True, text=True, timeout=1800, cwd=BROWSER_DIR)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = {r["name"]: r for r in json.loads((out / "template_runs.json").read_text())}
+    for name, r in runs.items():  # a card that took more than one try (shown when the test fails)
+        if r.get("retries"):
+            log.warning("template %r opened after %d failed tries: %s", name, len(r["retries"]), r["retries"])
     return {"runs": runs, "base": base, "server_log": (base / "server.log").read_text()}
 
 

@@ -168,6 +168,7 @@ for (const name of config.names) {
         break;
       } catch (err) {
         if (attempt >= 3) throw err;
+        (result.retries = result.retries || []).push(String(err.message || err).split("\n")[0].slice(0, 300));
         await page.keyboard.press("Escape");
         await page.waitForTimeout(1000);
       }
