@@ -125,14 +125,23 @@ site_packages() {  # RELEASE
   "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps --target "$site" $pkgs
   echo "$pkgs" > "$site/.packages"
 }
+# A tree's bytecode, written once: with PYTHONDONTWRITEBYTECODE set (as on this machine) every process that boots
+# ComfyUI would otherwise compile its ~400 modules again (about 2 s of CPU per boot, ~40 boots per test run).
+# Up-to-date files are skipped, so a cached tree costs a stat per file.
+compile_tree() {  # DIR
+  "$venv/bin/python" -m compileall -q -j 0 "$1" > /dev/null 2>&1 || true
+}
 extra_trees() {
   local release
   for release in ${ACE_EXTRA_COMFYUI:-}; do
     [ -f "$host/ComfyUI-$release/main.py" ] || fetch_comfyui "$release" "$host/ComfyUI-$release"
     extra_packages "$release"
     site_packages "$release"
+    compile_tree "$host/ComfyUI-$release"
   done
   [ -f "$host/ComfyUI-$OLD_COMFYUI/main.py" ] || fetch_comfyui "$OLD_COMFYUI" "$host/ComfyUI-$OLD_COMFYUI"
+  compile_tree "$host/ComfyUI-$OLD_COMFYUI"
+  compile_tree "$host/ComfyUI"
 }
 
 if [ -f "$host/.ready-$stamp_src" ] && [ -x "$venv/bin/python" ]; then
