@@ -5,8 +5,8 @@ and the newest on PyPI (tools/test.sh installs it into ``$ACE_HOST_DIR/frontend-
 ``--front-end-root``); the test ids name the version. One server per frontend, one page for all workflows:
 
 * our 16 UI-format examples: no missing node types, a screenshot each on the pinned frontend
-  (``ACE_UPDATE_SCREENSHOTS=1`` copies them to docs/screenshots/), ``app.graphToPrompt()`` equals the runner's conversion
-  (runner/workflow_convert.py) and the prompt passes ComfyUI's own validation with the published model names;
+  (``ACE_UPDATE_SCREENSHOTS=1`` copies them to docs/screenshots/), ``app.graphToPrompt()`` equals the runner's
+  conversion (runner/workflow_convert.py) and the prompt passes ComfyUI's own validation with the published model names;
 * the nine official ACE++ workflows: they miss only the third-party ``MaskPreview+``; the frontend gets a copy
   without those nodes (and their links), the runner the original with ``drop_types={"MaskPreview+"}``; the
   prompts must be equal;

@@ -116,9 +116,10 @@ def template_runs(tmp_path_factory, comfy_host, tiny_models):
             else:
                 (base / "models" / folder / name).symlink_to(next(cache.glob(f"*/{tiny}")))
     out = tmp_path_factory.mktemp("template_runs")
+    names = _template_names()
     node_types = {name: sorted(n["type"] for n in json.loads((TEMPLATES / f"{name}.json").read_text())["nodes"])
-                  for name in _template_names()}
-    config = {"module": PACK, "names": _template_names(), "nodeTypes": node_types, "rewrite": TEMPLATE_RUN_REWRITE}
+                  for name in names}
+    config = {"module": PACK, "names": names, "nodeTypes": node_types, "rewrite": TEMPLATE_RUN_REWRITE}
     (out / "config.json").write_text(json.dumps(config))
     with _running_server(comfy_host.comfy_dir, base, None) as url:
         result = subprocess.run(["node", str(BROWSER_DIR / "run_templates.mjs"), url, str(out), str(out / "config.json")],

@@ -68,8 +68,8 @@ workers=(-n "${ACE_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
 #    browser test (that release's frontend package is not in the shared venv), the hand-written conversions and the
 #    examples' widget lists (written from 0.3.75's node definitions), the registry archive (its content does not
 #    depend on the release; test_host_loader boots an intact copy of the pack on each release). The runner's HTTP
-#    servers run there (0.3.52's templates pin from setup_host.sh). The test of a ComfyUI older than 0.3.48 boots its own tree whatever
-#    COMFYUI_PATH says: main run only.
+#    servers run there (0.3.52's templates pin from setup_host.sh). The test of a ComfyUI older than 0.3.48 boots
+#    its own tree whatever COMFYUI_PATH says: main run only.
 per_release=(tests/test_host_loader.py tests/test_host_graphs.py tests/test_nodes_canvas_graphs.py
              tests/test_host_models.py tests/test_host_models_full.py tests/test_model_input_layout.py
              tests/test_control_graphs.py tests/test_official_workflows.py tests/test_host_diffusers_parity.py

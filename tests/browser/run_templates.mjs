@@ -3,10 +3,10 @@
 //   node run_templates.mjs URL OUT_DIR CONFIG.json
 //
 // CONFIG.json: {"module": <pack folder>, "names": [template names], "nodeTypes": {name: sorted node types},
-// "rewrite": {...}}. For each template: open the
-// template browser (command Comfy.BrowseTemplates), pick the pack's category, click the template's card (paging
-// through the grid until it is in view), wait for the graph and its pictures, note every HTTP answer >= 400 (a
-// missing input picture is a 404 on /api/view), then queue it (app.queuePrompt, what the Run button calls) and wait
+// "rewrite": {...}}. For each template: open the template browser (command Comfy.BrowseTemplates), pick the pack's
+// category, type the template's name into the dialog's search box (paging through the grid where the card is not
+// found that way), click its card, wait for a new workflow tab with the template's nodes and for its pictures, note
+// every HTTP answer >= 400 (a missing input picture is a 404 on /api/view), then queue it (app.queuePrompt, what the Run button calls) and wait
 // for the prompt's history entry. The queued prompt goes through the test's rewrite on its way to /api/prompt (the
 // text encoder and the sampler made small, the Redux loaders swapped for their TEST-ONLY stand-ins, as
 // tests/test_examples.py's tiny_graph does; the model files themselves are the synthetic ones, under the published
@@ -114,7 +114,8 @@ async function openFromBrowser(name) {
   await card.first().click({ timeout: 10000 }).catch(async (err) => {
     const shown = await dialog.locator("img[alt]").evaluateAll((imgs) => imgs.map((i) => i.alt)).catch(() => []);
     const typed = await search.inputValue().catch(() => null);
-    throw new Error(`${err.message.split("\n")[0]} (search box: ${JSON.stringify(typed)}; cards shown: ${JSON.stringify(shown)})`);
+    const where = `search box: ${JSON.stringify(typed)}; cards shown: ${JSON.stringify(shown)}`;
+    throw new Error(`${err.message.split("\n")[0]} (${where})`);
   });
   await page.waitForFunction(() => !document.querySelector("[role=dialog] img[alt]"), null, { timeout: 20000 });
   // The dialog closes before the template is fetched and on the canvas: wait for a new workflow tab whose nodes
