@@ -5,36 +5,24 @@
 // JOBS.json: [{"file": PATH, "name": NAME, "screenshot": true|false}, ...]. All workflows are loaded one after the
 // other into one page. For each: the node types the frontend does not know, the API prompt of
 // app.graphToPrompt() (or the error it threw) and, when asked, a screenshot (OUT_DIR/<name>.png). Results go to
-// OUT_DIR/results.json with the frontend's version. Never downloads a browser: it drives /usr/bin/chromium
-// (override with CHROMIUM).
+// OUT_DIR/results.json with the frontend's version. The browser: launch.mjs.
 //
 // PACK.json (optional): first, in the same page, what the frontend shows of the pack (pack_ui.mjs: templates,
 // missing models, help page, locale; in results.json as "pack"), then the empty files it lists under
 // "placeholders" are written (the model files that had to be absent until then) and the frontend reloads its
 // model lists, before the jobs.
-import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
+import { launch } from "./launch.mjs";
 import { checkPackUi } from "./pack_ui.mjs";
 
 const [url, outDir, jobsFile, packFile] = process.argv.slice(2);
 const jobs = JSON.parse(fs.readFileSync(jobsFile, "utf8"));
 const packConfig = packFile ? JSON.parse(fs.readFileSync(packFile, "utf8")) : null;
 fs.mkdirSync(outDir, { recursive: true });
-const userDataDir = fs.mkdtempSync(path.join(outDir, "profile-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 2000, height: 1150 },
-  permissions: ["clipboard-read", "clipboard-write"],  // the newer missing-models list copies its URLs
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-    // No WebGL: the 3D preview widgets then stay empty instead of rendering in software (slow, not compared).
-    "--disable-3d-apis", "--mute-audio",
-  ],
-});
-const page = context.pages()[0] || (await context.newPage());
+// permissions: the newer missing-models list copies its URLs to the clipboard.
+const { context, page } = await launch(outDir, { width: 2000, height: 1150 },
+  { permissions: ["clipboard-read", "clipboard-write"] });
 const consoleErrors = [];
 page.on("console", (msg) => { if (msg.type() === "error") consoleErrors.push(msg.text()); });
 page.on("pageerror", (err) => consoleErrors.push(`pageerror: ${err.message}`));

@@ -11,22 +11,15 @@
 // text encoder and the sampler made small, the Redux loaders swapped for their TEST-ONLY stand-ins, as
 // tests/test_examples.py's tiny_graph does; the model files themselves are the synthetic ones, under the published
 // names); the ids of the nodes that ran are recorded. Results: OUT_DIR/template_runs.json.
-import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
+import { launch } from "./launch.mjs";
 
 const [url, outDir, configFile] = process.argv.slice(2);
 const config = JSON.parse(fs.readFileSync(configFile, "utf8"));
 const rewrite = config.rewrite;
 fs.mkdirSync(outDir, { recursive: true });
-const context = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(outDir, "profile-")), {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1600, height: 1000 },
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-3d-apis", "--mute-audio"],
-});
-const page = context.pages()[0] || (await context.newPage());
+const { context, page } = await launch(outDir, { width: 1600, height: 1000 });
 const bad = [];
 page.on("response", (r) => { if (r.status() >= 400) bad.push({ status: r.status(), url: r.url() }); });
 // The queued prompt, made small for the CPU (see tests/test_browser_templates.py TEMPLATE_RUN_REWRITE): a node's
