@@ -145,22 +145,39 @@ def pytest_testnodedown(node, error):
 
 
 # Run order: the fast, decisive checks of what each node returns come first, so that a feature broken at its node
-# fails within the first two minutes of `bash tools/test.sh` (ARCHITECTURE.md, "Tests"); the slow files (fuzzers,
-# browser, end-to-end examples, packaging, full-width models) come last. An entry is a file or "file::test prefix";
-# other tests keep pytest's order between the two lists.
+# fails within the first two minutes of `bash tools/test.sh` (ARCHITECTURE.md, "Tests"). An entry is a file or
+# "file::test prefix".
 FIRST = (
     "test_stitch_proofs.py::test_stitch_node",  # the mask, grow, feather and colour match reach the blend
     "test_host_graphs.py::test_ace_lora_loader_node",  # the LoRA at its strength
     "test_model_input_layout.py::test_canvas_conditioning",  # UC, C and the mask where the model reads them
     "test_nodes_canvas_graphs.py::test_official_lora_wiring",  # SLICE_W at the true boundary
-    # The longest files next, so that pytest-xdist (tools/test.sh: --no-loadscope-reorder, whole files per worker)
-    # starts them while the other worker is still on the decisive checks, instead of leaving them for the end.
-    "test_browser_templates.py", "test_browser.py", "test_browser_latest.py",
-    "test_nodes_canvas_graphs.py", "test_model_input_layout.py", "test_host_graphs.py", "test_stitch_proofs.py", "test_official_workflows.py",
-    "test_crop_stitch.py", "test_control_graphs.py", "test_host_models.py",
 )
-LAST = ("test_canvas_parity.py", "test_fuzz_core.py", "test_fuzz_nodes.py", "test_examples.py", "test_runner_http.py",
-        "test_packaging.py", "test_host_models_full.py")
+# Then the other files, longest first (worker-seconds of the main run on 2 cores, measured together): pytest-xdist
+# (tools/test.sh: --no-loadscope-reorder, whole files per worker) hands each worker the next file as it finishes one,
+# so the run ends on short files instead of one worker finishing a long file alone. The extra releases' runs use the
+# same order (their longest: full-width models, the runner's CLI and HTTP servers, the examples).
+LONGEST_FIRST = (
+    "test_browser_templates.py",  # ~190 s
+    "test_browser_latest.py",  # ~110 s
+    "test_browser.py",  # ~95 s
+    "test_host_models_full.py",  # ~45 s
+    "test_runner_cli.py",  # ~30 s (~45 s on 0.33.0)
+    "test_examples.py",  # ~35 s
+    "test_nodes_canvas_graphs.py",
+    "test_fuzz_nodes.py",
+    "test_runner_http.py",
+    "test_clash.py",
+    "test_fuzz_core.py",
+    "test_host_loader.py",
+    "test_official_workflows.py",  # ~25 s
+    "test_host_models.py",
+    "test_robustness.py",
+    "test_stitch_proofs.py",
+    "test_packaging.py",
+    "test_bench_models.py",
+    "test_canvas_parity.py",  # ~10 s
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -168,8 +185,8 @@ def pytest_collection_modifyitems(config, items):
         name = item.nodeid.rsplit("/", 1)[-1]  # "test_x.py::test_y[param]"
         file = name.split("::")[0]
         for i, entry in enumerate(FIRST):
-            if name.startswith(entry) and (entry == file or "::" in entry):
+            if name.startswith(entry):
                 return 0, i
-        return (2, LAST.index(file)) if file in LAST else (1, 0)
+        return (1, LONGEST_FIRST.index(file)) if file in LONGEST_FIRST else (2, 0)
 
     items.sort(key=rank)  # stable: each file's own order is kept
