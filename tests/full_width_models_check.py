@@ -38,8 +38,12 @@ class _Logs(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def main(out_path: str, base_dir: str, models_dir: str, demo_dir: str) -> None:
+def main(out_path: str, base_dir: str, models_dir: str, demo_dir: str, selected: str) -> None:
+    """``selected``: JSON {"loads": [[file, weight_dtype], ...], "lora": [name, ...]}, the cases to run (the test
+    passes those of its selected tests: a full-width load takes seconds)."""
     import comfy_host
+
+    selected = json.loads(selected)
 
     host = comfy_host.boot(Path(base_dir))
     for root in (Path(models_dir), Path(demo_dir)):
@@ -117,7 +121,7 @@ def main(out_path: str, base_dir: str, models_dir: str, demo_dir: str) -> None:
         fact["finite"] = bool(torch.isfinite(out).all())
         return fact
 
-    for unet, weight_dtype in FULL_WIDTH_LOADS:
+    for unet, weight_dtype in selected["loads"]:
         facts["loads"][f"ACEPlusLoader {unet} {weight_dtype}"] = load_fft(unet, weight_dtype)
         release()
 
@@ -165,6 +169,8 @@ def main(out_path: str, base_dir: str, models_dir: str, demo_dir: str) -> None:
     if facts["demo_detectable"]:
         checks["demo_fill"] = ("demo_flux_fill.safetensors", "fill", "demo_fill_lora_peft.safetensors", 768, 768)
     for name, args in checks.items():
+        if name not in selected["lora"]:
+            continue
         facts["lora"][name] = lora_check(*args)
         release()
 
@@ -172,4 +178,4 @@ def main(out_path: str, base_dir: str, models_dir: str, demo_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

@@ -34,7 +34,9 @@ EXPECTED_STORAGE = {
 
 
 @pytest.fixture(scope="module")
-def facts(tmp_path_factory) -> dict:
+def facts(request, tmp_path_factory) -> dict:
+    """What the helper observes, for the cases of the tests selected in this session (tools/test.sh runs fewer on
+    the extra releases)."""
     import comfy_host
     import tiny_models as factory
 
@@ -44,7 +46,12 @@ def facts(tmp_path_factory) -> dict:
     factory.build_model_set(demo, demo=True)
     work = tmp_path_factory.mktemp("full_width")
     out = work / "facts.json"
-    proc = subprocess.run([sys.executable, str(HELPER), str(out), str(work / "base"), str(models), str(demo)],
+    cases = [item.callspec.params for item in request.session.items if item.module is request.module
+             and hasattr(item, "callspec")]
+    selected = {"loads": [[c["unet"], c["weight_dtype"]] for c in cases if "unet" in c],
+                "lora": [c["name"] for c in cases if "name" in c]}
+    proc = subprocess.run([sys.executable, str(HELPER), str(out), str(work / "base"), str(models), str(demo),
+                           json.dumps(selected)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
     return json.loads(out.read_text())
@@ -68,7 +75,7 @@ def test_fft_loader_at_full_width(facts, unet, weight_dtype):
 
 
 @pytest.mark.parametrize("name, layout, in_channels", [("fill", "lora", 96), ("fft", "fft", 112),
-                                                       ("demo_fill", "lora", 96)])
+                                                       ("demo_fill", "lora", 96)], ids=["fill", "fft", "demo_fill"])
 def test_prepare_and_lora_at_full_width(facts, name, layout, in_channels):
     """UNETLoader -> ACE++ Prepare Flux Model -> ACE++ LoRA Loader. ``demo_fill`` is the runner's synthetic Fill
     model with the LoRA its README job applies. The loaded img_in weight equals W + B @ A recomputed in float64
