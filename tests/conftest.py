@@ -158,9 +158,8 @@ FIRST = (
 # so the run ends on short files instead of one worker finishing a long file alone. The extra releases' runs use the
 # same order (their longest: full-width models, the runner's CLI and HTTP servers, the examples).
 LONGEST_FIRST = (
-    "test_browser_templates.py",  # ~190 s
-    "test_browser_latest.py",  # ~110 s
-    "test_browser.py",  # ~95 s
+    "test_browser.py",  # ~250 s: the pinned frontend's pass, then every template opened and run on its server
+    "test_browser_latest.py",  # ~90 s
     "test_host_models_full.py",  # ~45 s
     "test_runner_cli.py",  # ~30 s (~45 s on 0.33.0)
     "test_examples.py",  # ~35 s
@@ -171,6 +170,7 @@ LONGEST_FIRST = (
     "test_fuzz_core.py",
     "test_host_loader.py",
     "test_official_workflows.py",  # ~25 s
+    "test_browser_first_translated.py",
     "test_host_models.py",
     "test_robustness.py",
     "test_stitch_proofs.py",

@@ -35,12 +35,13 @@ list copies a Hugging Face file's page URL (``/blob/``) where the workflow gives
 The pinned frontend (1.32.9) shows no custom-node translations: loading a locale's own messages replaces the ones
 it merged from ``/i18n`` (its loadLocale calls setLocaleMessage), so there the translated names are an xfail (strict:
 an older frontend that shows them fails). The first release that shows them, FIRST_TRANSLATED_FRONTEND (1.33.13,
-which the README names), gets a server of its own for that check only.
+which the README names), gets a server of its own for that check only (tests/test_browser_first_translated.py).
 
-Apart from those, every template is opened from the template browser of the pinned frontend on a server whose input
-folder starts empty and whose published model names are synthetic files: no request fails (no 404 for a picture:
-the pack copies them to input/ace_plus/ at start-up), and queued (the prompt made small on its way, see
-TEMPLATE_RUN_REWRITE) it saves its output image(s) (tests/browser/run_templates.mjs).
+After those, on the pinned frontend's server (its input folder started empty; our published model names are links
+to the synthetic files by then), every template is opened from the template browser in a fresh page: no request
+fails (no 404 for a picture: the pack copies them to input/ace_plus/ at start-up), and queued (the prompt made small
+on its way, see TEMPLATE_RUN_REWRITE) it saves its output image(s) (tests/browser/run_templates.mjs). One server
+for both: a boot and a browser start fewer than a server of its own.
 
 Needs /usr/bin/chromium (Debian's package) and tests/browser/node_modules (``npm ci`` there); tools/test.sh
 installs both. Without them (or without the newest frontend) the test is skipped locally and fails under CI.
@@ -64,8 +65,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import TEST_NODES, model_cache_dir
 from paths import OFFICIAL_WORKFLOWS
-from test_examples import PUBLISHED
+from test_examples import PUBLISHED, REDUX_STAND_INS, TINY_FILES, TINY_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -322,10 +324,19 @@ def _server(request, tmp_path_factory, comfy_host, tiny_models, templates):
     for folder, name in _template_models(templates) - ours:
         (base / "models" / folder).mkdir(parents=True, exist_ok=True)
         (base / "models" / folder / name).write_bytes(b"")
+    links = {}
+    if root is None:
+        # The pinned frontend's server runs the pack's templates afterwards (template_runs): the tiny FLUX's
+        # detection patch and the Redux stand-ins as custom nodes, and our published names written as links to the
+        # synthetic files (t5xxl, never loaded, stays empty: see TEMPLATE_RUN_REWRITE).
+        (base / "custom_nodes" / "ace_plus_test_tiny_detection.py").write_text(TINY_DETECTION_NODE)
+        (base / "custom_nodes" / TEST_NODES.name).symlink_to(TEST_NODES, target_is_directory=True)
+        cache = model_cache_dir()
+        links = {name: str(next(cache.glob(f"*/{tiny}"))) for name, tiny in TEMPLATE_RUN_FILES.items()}
     with _running_server(comfy_host.comfy_dir, base, root) as url:
         yield {"url": url, "base": base, "version": version, "pinned": root is None,
                "object_info": _get_json(url + "object_info"),
-               "placeholders": sorted(str(base / "models" / folder / name) for folder, name in ours)}
+               "placeholders": sorted([str(base / "models" / folder / name), links.get(name)] for folder, name in ours)}
 
 
 server = _server_fixture(latest=False)
@@ -640,3 +651,89 @@ def test_chinese_locale_shows_translated_node_names(browser_results, server):
         assert missing == expected, f"frontend {server['version']} shows translations: update FIRST_TRANSLATED_FRONTEND"
         pytest.xfail(f"frontend {server['version']} drops custom-node translations when it loads a locale")
     assert not missing, f"the node library in {LOCALE} lacks {sorted(missing)}"
+
+
+# --- every template opened from the template browser and run (tests/browser/run_templates.mjs) ----------------------
+
+# The queued prompt made small for the CPU on its way to the server (as test_examples.tiny_graph does): the published
+# model names are the synthetic files (TEMPLATE_RUN_FILES), CLIP-L alone stands in for DualCLIPLoader (T5-XXL is
+# 9.5 GB whatever a file holds), the Redux loaders are the TEST-ONLY stand-ins that build ComfyUI's SigLIP and
+# FLUX.1-Redux classes at the tiny files' size (ComfyUI's own build them at full size whatever the file holds;
+# test_examples.py explains), 1 sampler step, a 256-token canvas.
+TEMPLATE_RUN_REWRITE = {
+    "nodes": {
+        "DualCLIPLoader": {"class_type": "CLIPLoader",
+                           "inputs": {"clip_name": "clip_l.safetensors", "type": "stable_diffusion"}},
+        **{core: {"class_type": stand_in, "keep_inputs": True} for core, stand_in in REDUX_STAND_INS.items()},
+        "KSampler": {"inputs": {"steps": 1}},
+        "ACEPlusCanvas": {"inputs": {"max_image_tokens": TINY_TOKENS}},
+    },
+}
+# The Redux nodes as they run (the loaders by their stand-ins): each must have run (or come from the cache).
+REDUX_RUN = ("ACEPlusTestOnlyCLIPVisionLoader", "CLIPVisionEncode", "ACEPlusTestOnlyStyleModelLoader",
+             "StyleModelApply")
+TEMPLATE_RUN_FILES = {**TINY_FILES, "clip_l.safetensors": "clip_l_random.safetensors"}
+# A test-only custom node file for the server: the detection patch the tiny FLUX needs (tests/conftest.py).
+TINY_DETECTION_NODE = f"""import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import tiny_flux_detection
+tiny_flux_detection.install()
+NODE_CLASS_MAPPINGS = {{}}
+"""
+
+
+@pytest.fixture(scope="module")
+def template_runs(server, browser_results, tmp_path_factory):
+    """Every template of example_workflows/ opened from the template browser of the pinned frontend and queued, on
+    the pinned pass's server once that pass is done (browser_results): its input folder started empty (the pack
+    copies the pictures at start-up) and the published model names are synthetic files by then. {template name:
+    result} (tests/browser/run_templates.mjs)."""
+    assert server["pinned"], "the templates run on the pinned frontend's server"
+    base = server["base"]
+    out = tmp_path_factory.mktemp("template_runs")
+    names = _template_names()
+    node_types = {name: sorted(n["type"] for n in json.loads((TEMPLATES / f"{name}.json").read_text())["nodes"])
+                  for name in names}
+    config = {"module": PACK, "names": names, "nodeTypes": node_types, "rewrite": TEMPLATE_RUN_REWRITE}
+    (out / "config.json").write_text(json.dumps(config))
+    result = subprocess.run(["node", str(BROWSER_DIR / "run_templates.mjs"), server["url"], str(out),
+                             str(out / "config.json")], capture_output=True, text=True, timeout=1800, cwd=BROWSER_DIR)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {r["name"]: r for r in json.loads((out / "template_runs.json").read_text())}
+    for name, r in runs.items():  # a card that took more than one try (shown when the test fails)
+        if r.get("retries"):
+            log.warning("template %r opened after %d failed tries: %s", name, len(r["retries"]), r["retries"])
+    return {"runs": runs, "base": base, "server_log": (base / "server.log").read_text()}
+
+
+def test_every_template_opens_from_the_browser_and_runs(template_runs):
+    """No 404 (the pictures are there, under input/ace_plus/), every image node shows its picture, and the queued
+    template gives its output image(s): four for the variations template (RepeatLatentBatch)."""
+    from PIL import Image
+
+    names = _template_names()
+    assert sorted(template_runs["runs"]) == names
+    base = template_runs["base"]
+    for name in names:
+        r = template_runs["runs"][name]
+        assert "error" not in r, f"{name}: {r['error'][:1500]}"
+        assert r["failedRequests"] == [], f"{name}: {r['failedRequests']}"
+        doc = json.loads((TEMPLATES / f"{name}.json").read_text())
+        assert r["nodeCount"] == len(doc["nodes"]), name
+        assert r["imageNodes"] and all(n["value"].startswith("ace_plus/") and n["width"] > 0 for n in r["imageNodes"]), \
+            f"{name}: {r['imageNodes']}"
+        assert r["status"]["status_str"] == "success", f"{name}: {r['status']}\n{template_runs['server_log'][-3000:]}"
+        saved = [img for o in r["outputs"].values() for img in o.get("images", []) if img.get("type") == "output"]
+        repeat = [n["widgets_values"][0] for n in doc["nodes"] if n["type"] == "RepeatLatentBatch"]
+        assert len(saved) == (repeat[0] if repeat else 1), f"{name}: {saved}"
+        for img in saved:
+            with Image.open(base / "output" / img["subfolder"] / img["filename"]) as im:
+                assert im.width > 0 and im.height > 0
+        # The Redux templates ran their Redux branch: its nodes were queued, and each ran (or came from the cache).
+        uses_redux = "StyleModelApply" in {n["type"] for n in doc["nodes"]}
+        queued = set(r["queued"].values())
+        assert (set(REDUX_RUN) <= queued) == uses_redux, f"{name}: queued {sorted(queued)}"
+        ran = {r["queued"][i] for i in r["executed"] + r["cached"]}
+        assert ran == queued, f"{name}: {sorted(queued - ran)} did not run"
+        if uses_redux:
+            assert "StyleModelApply" in {r["queued"][i] for i in r["executed"]}, f"{name}: {r['executed']}"

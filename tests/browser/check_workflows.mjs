@@ -8,9 +8,9 @@
 // OUT_DIR/results.json with the frontend's version. The browser: launch.mjs.
 //
 // PACK.json (optional): first, in the same page, what the frontend shows of the pack (pack_ui.mjs: templates,
-// missing models, help page, locale; in results.json as "pack"), then the empty files it lists under
-// "placeholders" are written (the model files that had to be absent until then) and the frontend reloads its
-// model lists, before the jobs.
+// missing models, help page, locale; in results.json as "pack"), then the files it lists under "placeholders"
+// ([path, link target or null for an empty file]: the model files that had to be absent until then) are written
+// and the frontend reloads its model lists, before the jobs.
 import fs from "node:fs";
 import path from "node:path";
 import { launch } from "./launch.mjs";
@@ -34,9 +34,10 @@ const frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERS
 let pack = null;
 if (packConfig) {
   pack = await checkPackUi(page, packConfig);
-  for (const file of packConfig.placeholders || []) {
+  for (const [file, target] of packConfig.placeholders || []) {  // an empty file, or a link to target
     fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, "");
+    if (target) fs.symlinkSync(target, file);
+    else fs.writeFileSync(file, "");
   }
   await page.evaluate(async () => {
     await window.app.refreshComboInNodes();

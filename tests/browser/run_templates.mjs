@@ -22,7 +22,7 @@ fs.mkdirSync(outDir, { recursive: true });
 const { context, page } = await launch(outDir, { width: 1600, height: 1000 });
 const bad = [];
 page.on("response", (r) => { if (r.status() >= 400) bad.push({ status: r.status(), url: r.url() }); });
-// The queued prompt, made small for the CPU (see tests/test_browser_templates.py TEMPLATE_RUN_REWRITE): a node's
+// The queued prompt, made small for the CPU (see tests/test_browser.py TEMPLATE_RUN_REWRITE): a node's
 // class_type is swapped (its inputs replaced, or kept with keep_inputs) and inputs are set.
 function small(prompt) {
   const out = JSON.parse(JSON.stringify(prompt));
