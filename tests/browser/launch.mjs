@@ -2,9 +2,9 @@
 // executable with CHROMIUM), in a fresh profile under OUT_DIR.
 //
 // No GPU: pages are rastered and composited in software. --disable-gpu-compositing composites in the browser
-// process instead of through SwiftShader's GL in the GPU process (the pinned pass: 99 instead of 112 CPU-seconds
-// on 2 cores, the screenshots unchanged). No WebGL either: the 3D preview widgets then stay empty instead of
-// rendering in software (slow, not compared).
+// process instead of through SwiftShader's GL in the GPU process (with the sidebar tabs of test_browser.py's
+// FRONTEND_SETTINGS, the pinned pass took 99 instead of 112 CPU-seconds on 2 cores; its screenshots look the same).
+// No WebGL either: the 3D preview widgets then stay empty instead of rendering in software (slow, not compared).
 import { chromium } from "playwright-core";
 import fs from "node:fs";
 import path from "node:path";
