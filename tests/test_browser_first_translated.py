@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 import pytest
 from test_browser import (
-    BROWSER_DIR,
     FIRST_TRANSLATED_DIR,
     FIRST_TRANSLATED_FRONTEND,
     LOCALE,
@@ -18,6 +16,7 @@ from test_browser import (
     _missing_translations,
     _pack_part,
     _require_browser,
+    _run_script,
     _running_server,
     _server_base,
 )
@@ -44,8 +43,7 @@ def first_translated(tmp_path_factory, comfy_host):
     (out / "pack.json").write_text(json.dumps({"locale": {"locale": LOCALE, "search": "ACE++"}}))
     with _running_server(comfy_host.comfy_dir, base, static) as url:
         object_info = _get_json(url + "object_info")
-        result = subprocess.run(["node", str(BROWSER_DIR / "check_workflows.mjs"), url, str(out), str(out / "jobs.json"),
-                                 str(out / "pack.json")], capture_output=True, text=True, timeout=600, cwd=BROWSER_DIR)
+        result = _run_script("check_workflows.mjs", url, out, out / "jobs.json", out / "pack.json")
     assert result.returncode == 0, result.stderr[-3000:]
     raw = json.loads((out / "results.json").read_text())
     return {"version": raw["frontendVersion"], "pack": raw["pack"], "object_info": object_info}

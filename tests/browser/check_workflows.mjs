@@ -20,8 +20,10 @@ const [url, outDir, jobsFile, packFile] = process.argv.slice(2);
 const jobs = JSON.parse(fs.readFileSync(jobsFile, "utf8"));
 const packConfig = packFile ? JSON.parse(fs.readFileSync(packFile, "utf8")) : null;
 fs.mkdirSync(outDir, { recursive: true });
-// permissions: the newer missing-models list copies its URLs to the clipboard.
-const { context, page } = await launch(outDir, { width: 2000, height: 1150 },
+// permissions: the newer missing-models list copies its URLs to the clipboard. A large window for screenshots only:
+// a smaller one draws less (the pack's checks page through what does not fit).
+const shots = jobs.some((job) => job.screenshot);
+const { context, page } = await launch(outDir, shots ? { width: 2000, height: 1150 } : { width: 1280, height: 800 },
   { permissions: ["clipboard-read", "clipboard-write"] });
 const consoleErrors = [];
 page.on("console", (msg) => { if (msg.type() === "error") consoleErrors.push(msg.text()); });

@@ -1,5 +1,6 @@
-// TEST ONLY: the headless Debian chromium both browser scripts drive (never a downloaded browser; override the
-// executable with CHROMIUM), in a fresh profile under OUT_DIR.
+// TEST ONLY: the headless Debian chromium both browser scripts drive (never a downloaded browser), in a fresh profile
+// under OUT_DIR. The executable: CHROMIUM (tests/test_browser.py sets it: chromium-headless-shell where installed),
+// else /usr/bin/chromium.
 //
 // No GPU: pages are rastered and composited in software. --disable-gpu-compositing composites in the browser
 // process instead of through SwiftShader's GL in the GPU process (with the sidebar tabs of test_browser.py's

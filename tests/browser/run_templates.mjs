@@ -19,7 +19,9 @@ const [url, outDir, configFile] = process.argv.slice(2);
 const config = JSON.parse(fs.readFileSync(configFile, "utf8"));
 const rewrite = config.rewrite;
 fs.mkdirSync(outDir, { recursive: true });
-const { context, page } = await launch(outDir, { width: 1600, height: 1000 });
+// A small window (the dialog still shows a row of cards): the page draws less while the templates open and run
+// (alone on 2 cores: 55 -> 48 s for the 16, 10 CPU-seconds less than at 1600 x 1000).
+const { context, page } = await launch(outDir, { width: 1000, height: 700 });
 const bad = [];
 page.on("response", (r) => { if (r.status() >= 400) bad.push({ status: r.status(), url: r.url() }); });
 // The queued prompt, made small for the CPU (see tests/test_browser.py TEMPLATE_RUN_REWRITE): a node's
