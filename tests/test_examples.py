@@ -54,7 +54,7 @@ TINY_FILES = {
     mx.SIGCLIP: "tiny_siglip_vision.safetensors",
     mx.REDUX: "tiny_flux_redux.safetensors",
 }
-TINY_TOKENS = 256
+TINY_TOKENS = 64
 # The published files: name -> (ComfyUI models/ folder, direct download URL).
 HF = "https://huggingface.co"
 PUBLISHED = {
