@@ -671,7 +671,7 @@ def test_chinese_locale_shows_translated_node_names(browser_results, server):
 # model names are the synthetic files (TEMPLATE_RUN_FILES), CLIP-L alone stands in for DualCLIPLoader (T5-XXL is
 # 9.5 GB whatever a file holds), the Redux loaders are the TEST-ONLY stand-ins that build ComfyUI's SigLIP and
 # FLUX.1-Redux classes at the tiny files' size (ComfyUI's own build them at full size whatever the file holds;
-# test_examples.py explains), 1 sampler step, a 256-token canvas.
+# test_examples.py explains), 1 sampler step, a TINY_TOKENS canvas.
 TEMPLATE_RUN_REWRITE = {
     "nodes": {
         "DualCLIPLoader": {"class_type": "CLIPLoader",

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ace_plus_core import limits
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +55,9 @@ TINY_FILES = {
     mx.SIGCLIP: "tiny_siglip_vision.safetensors",
     mx.REDUX: "tiny_flux_redux.safetensors",
 }
-TINY_TOKENS = 64
+# The smallest canvas the Canvas widget takes: the checks (full-size output, unmasked pixels untouched, variations that
+# differ) do not need more, and TAESD's convolutions grow with it (2/3 of a run at 256 tokens).
+TINY_TOKENS = limits.CANVAS_TOKENS.lo
 # The published files: name -> (ComfyUI models/ folder, direct download URL).
 HF = "https://huggingface.co"
 PUBLISHED = {
@@ -288,7 +291,7 @@ def test_api_graph_validates_with_the_published_model_names(comfy_host, info, st
 
 
 def tiny_graph(prompt: dict) -> dict:
-    """The example on the tiny models: tiny files, CLIP-L alone, 1 step, 256 tokens, the Redux loaders' stand-ins."""
+    """The example on the tiny models: tiny files, CLIP-L alone, 1 step, TINY_TOKENS, the Redux loaders' stand-ins."""
     prompt = json.loads(json.dumps(prompt))
     for node in prompt.values():
         node["class_type"] = REDUX_STAND_INS.get(node["class_type"], node["class_type"])
