@@ -149,7 +149,7 @@ def _canvas_conditioning_graph(unet: str, layout: str, edit: str, ref: str) -> d
     model, text, vae = tiny_loaders(g, unet, "a red hat")
     ref_img = g.add("LoadImage", image=ref)
     edit_img = g.add("LoadImage", image=edit)
-    cv = g.add("ACEPlusCanvas", layout=layout, task="repainting", reference_mode="auto", max_image_tokens=1024,
+    cv = g.add("ACEPlusCanvas", layout=layout, task="repainting", reference_mode="auto", max_image_tokens=256,
                keep_pixels_rate=0.8, width=1024, height=1024, reference_image=ref_img[0], edit_image=edit_img[0],
                edit_mask=edit_img[1])
     cond = g.add("ACEPlusCanvasConditioning", model=model[0], positive=text[0], negative=text[0], vae=vae[0],
@@ -198,7 +198,7 @@ def test_crop_to_mask_and_stitch_return_the_full_photo_with_unmasked_pixels_unto
     model, text, vae = tiny_loaders(g, "tiny_flux_fill.safetensors", "a golden badge")
     ref_img = g.add("LoadImage", image=ref)
     edit_img = g.add("LoadImage", image=edit)
-    cv = g.add("ACEPlusCanvas", layout="lora", task="repainting", reference_mode="auto", max_image_tokens=1024,
+    cv = g.add("ACEPlusCanvas", layout="lora", task="repainting", reference_mode="auto", max_image_tokens=256,
                keep_pixels_rate=0.8, width=1024, height=1024, crop_to_mask=True, reference_image=ref_img[0],
                edit_image=edit_img[0], edit_mask=edit_img[1])
     cond = g.add("ACEPlusCanvasConditioning", model=model[0], positive=text[0], negative=text[0], vae=vae[0],
@@ -221,7 +221,7 @@ def test_crop_to_mask_and_stitch_return_the_full_photo_with_unmasked_pixels_unto
     assert np.array_equal(saved[outside], src[outside])
     assert not np.array_equal(saved[t : t + h, lf : lf + w], src[t : t + h, lf : lf + w])
     canvas = probe("st_canvas")
-    assert canvas.shape[1] * canvas.shape[2] // 256 <= 1024
+    assert canvas.shape[1] * canvas.shape[2] // 256 <= 256
 
 
 @pytest.mark.parametrize("kind", ["no_alpha", "all_black", "marked"])
