@@ -116,7 +116,7 @@ def _add_control_image(doc: dict, proc_id: int) -> dict:
 
 def _prepare(doc: dict, object_info: dict) -> tuple[dict, str, str, str]:
     api = wc.ui_to_api(doc, object_info, drop_types={"MaskPreview+"})
-    api, notes = rw.synthetic_graph(api, model_set="tiny", tokens=1024)
+    api, notes = rw.synthetic_graph(api, model_set="tiny", seq_length=1024)
     rw.set_values(api, steps=1)
     (proc_id,) = [k for k, v in api.items() if v["class_type"] in ("ACEPlusLoraProcessor", "ACEPlusFFTProcessor")]
     api[proc_id]["inputs"].update(height=256, width=256)  # the blank area of reference-only generation

@@ -80,6 +80,7 @@ def test_synthetic_graph_model_sets():
     g.add("DualCLIPLoader", clip_name1="clip_l.safetensors", clip_name2="t5xxl_fp16.safetensors", type="flux")
     g.add("VAELoader", vae_name="ae.safetensors")
     g.add("ACEPlusLoraProcessor", max_seq_length=3072)
+    g.add("ACEPlusCanvas", max_image_tokens=4096)
     demo, _ = rw.synthetic_graph(g.prompt())
     assert demo["1"]["inputs"]["unet_name"] == "demo_flux_fill.safetensors"
     assert demo["2"]["inputs"]["unet_name"] == "demo_ace_plus_fft.safetensors"
@@ -88,12 +89,13 @@ def test_synthetic_graph_model_sets():
     assert demo["4"] == {"class_type": "CLIPLoader",
                          "inputs": {"clip_name": "clip_l_random.safetensors", "type": "stable_diffusion"}}
     assert demo["5"]["inputs"]["vae_name"] == "tiny_taef1.safetensors"
-    assert demo["6"]["inputs"]["max_seq_length"] == rw.SYNTHETIC_TOKENS
-    tiny, _ = rw.synthetic_graph(g.prompt(), model_set="tiny", tokens=2048)
+    assert demo["6"]["inputs"]["max_seq_length"] == rw.SYNTHETIC_SEQ_LENGTH == 1024  # the official minimum
+    assert demo["7"]["inputs"]["max_image_tokens"] == rw.SYNTHETIC_TOKENS == 256
+    tiny, _ = rw.synthetic_graph(g.prompt(), model_set="tiny", tokens=512, seq_length=2048)
     assert tiny["1"]["inputs"]["unet_name"] == "tiny_flux_fill.safetensors"
     assert tiny["3"]["inputs"] == {"model": ["1", 0], "lora_name": "tiny_fill_lora_peft.safetensors",
                                    "strength_model": 1}
-    assert tiny["6"]["inputs"]["max_seq_length"] == 2048
+    assert tiny["6"]["inputs"]["max_seq_length"] == 2048 and tiny["7"]["inputs"]["max_image_tokens"] == 512
 
 
 def test_plan_runs_matches_images_by_name_id_and_title(tmp_path):
