@@ -11,7 +11,7 @@ bash tools/setup_host.sh
 host=${ACE_HOST_DIR:-$HOME/.cache/ace-plus-host}
 py=$host/venv/bin/python
 
-echo "== browser test dependencies (Debian chromium, playwright-core from npm; no browser download)"
+echo "== browser test dependencies (Debian chromium and chromium-headless-shell, playwright-core from npm; no browser download)"
 # chromium-headless-shell (the same Blink and V8, about 10 % less CPU a pass) is what the browser test drives where
 # installed; without it (not in the distribution's archive, say) the test drives chromium.
 apt_missing=()
