@@ -44,8 +44,8 @@ every node type of the 16 are queued (the prompt made small on its way, see TEMP
 output image(s) (tests/browser/run_templates.mjs). One server for both: a boot and a browser start fewer than a
 server of its own.
 
-Needs /usr/bin/chromium-headless-shell or /usr/bin/chromium (Debian's packages) and tests/browser/node_modules (``npm ci`` there); tools/test.sh
-installs both. Without them (or without the newest frontend) the test is skipped locally and fails under CI.
+Needs /usr/bin/chromium-headless-shell or /usr/bin/chromium (Debian's packages) and tests/browser/node_modules
+(``npm ci`` there); tools/test.sh installs them. Without them (or without the newest frontend) the test is skipped locally and fails under CI.
 """
 
 from __future__ import annotations
@@ -750,7 +750,7 @@ def template_runs(server, browser_results, tmp_path_factory):
     for name, r in runs.items():  # a card that took more than one try (shown when the test fails)
         if r.get("retries"):
             log.warning("template %r opened after %d failed tries: %s", name, len(r["retries"]), r["retries"])
-    return {"runs": runs, "base": base, "server_log": (base / "server.log").read_text()}
+    return {"runs": runs, "base": base, "queue": config["queue"], "server_log": (base / "server.log").read_text()}
 
 
 def test_every_template_opens_from_the_browser_and_runs(template_runs):
@@ -762,13 +762,13 @@ def test_every_template_opens_from_the_browser_and_runs(template_runs):
     names = _template_names()
     assert sorted(template_runs["runs"]) == names
     base = template_runs["base"]
-    docs = {name: json.loads((TEMPLATES / f"{name}.json").read_text()) for name in names}
-    queue = _queued_templates({name: [n["type"] for n in doc["nodes"]] for name, doc in docs.items()})
+    queue = template_runs["queue"]
+    assert queue, "no template was queued"
     for name in names:
         r = template_runs["runs"][name]
         assert "error" not in r, f"{name}: {r['error'][:1500]}"
         assert r["failedRequests"] == [], f"{name}: {r['failedRequests']}"
-        doc = docs[name]
+        doc = json.loads((TEMPLATES / f"{name}.json").read_text())
         assert r["nodeCount"] == len(doc["nodes"]), name
         assert r["imageNodes"] and all(n["value"].startswith("ace_plus/") and n["width"] > 0 for n in r["imageNodes"]), \
             f"{name}: {r['imageNodes']}"

@@ -14,13 +14,12 @@ py=$host/venv/bin/python
 echo "== browser test dependencies (Debian chromium and chromium-headless-shell, playwright-core from npm; no browser download)"
 # chromium-headless-shell (the same Blink and V8, about 10 % less CPU a pass) is what the browser test drives where
 # installed; without it (not in the distribution's archive, say) the test drives chromium.
-apt_missing=()
-[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
-[ -x /usr/bin/chromium-headless-shell ] || apt_missing+=(chromium-headless-shell)
-if [ ${#apt_missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell >/dev/null ||
-    echo "   chromium-headless-shell not installed: the browser test drives chromium"
+if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromium-headless-shell ]; } && [ "$(id -u)" = 0 ] &&
+    command -v apt-get >/dev/null; then
+  apt-get update -qq || echo "   apt-get update failed"
+  [ -x /usr/bin/chromium ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  [ -x /usr/bin/chromium-headless-shell ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    chromium-headless-shell >/dev/null || echo "   chromium-headless-shell not installed: the browser test drives chromium"
 fi
 if command -v npm >/dev/null; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
