@@ -59,6 +59,11 @@ echo "== ruff"
 echo "== comfy node validate"
 "$host/cli-venv/bin/comfy" --skip-prompt --no-enable-telemetry node validate
 echo "== pytest"
+# Bytecode written (the repository's __pycache__/ is git-ignored and not in the registry archive): with
+# PYTHONDONTWRITEBYTECODE set, as on this machine, each pytest process rewrote the asserts of all 150 test modules
+# again (about 5 of a collection's 12 CPU-seconds, 8 collections a whole check) and each ComfyUI boot compiled the
+# pack again.
+unset PYTHONDONTWRITEBYTECODE
 # Two workers (pytest-xdist, whole files per worker: each boots its own ComfyUI), torch at one thread each; the
 # fast, decisive files first, then the longest (tests/conftest.py; xdist keeps that order). ACE_TEST_WORKERS=0
 # runs in this process.
