@@ -158,7 +158,7 @@ FIRST = (
 # so the run ends on short files instead of one worker finishing a long file alone. The extra releases' runs use the
 # same order (their longest: full-width models, the runner's CLI and HTTP servers, the examples).
 LONGEST_FIRST = (
-    "test_browser.py",  # ~250 s: the pinned frontend's pass, then every template opened and run on its server
+    "test_browser.py",  # ~120 s: the pinned frontend's pass, then three templates opened and run on its server
     "test_browser_latest.py",  # ~90 s
     "test_host_models_full.py",  # ~45 s
     "test_runner_cli.py",  # ~30 s (~45 s on 0.33.0)

@@ -11,9 +11,9 @@ and the newest on PyPI (tools/test.sh installs it into ``$ACE_HOST_DIR/frontend-
   without those nodes (and their links), the runner the original with ``drop_types={"MaskPreview+"}``; the
   prompts must be equal;
 * ComfyUI's own workflow templates (the ``comfyui-workflow-templates`` packages ComfyUI pins) whose node types
-  the server's ``/object_info`` all has (187 of 188 on 0.3.75; on the newest frontend a subset that exercises
-  every node type, mode, linked widget and subgraph count of those): the prompts must be equal. The model files
-  they name exist as empty placeholders.
+  the server's ``/object_info`` all has (187 of 188 on 0.3.75), the 62 of them that together exercise every node
+  type, mode, linked widget and subgraph count of those: the prompts must be equal. The model files they name exist
+  as empty placeholders.
 
 Before those, in the same page (tests/browser/pack_ui.mjs, read from the DOM), with the model files our examples
 name still absent (their placeholders are written afterwards, then the frontend reloads its model lists):
@@ -38,11 +38,11 @@ an older frontend that shows them fails). The first release that shows them, FIR
 which the README names), gets a server of its own for that check only (tests/test_browser_first_translated.py).
 
 After those, on the pinned frontend's server (its input folder started empty; our published model names are links
-to the synthetic files by then), every template is opened from the template browser in a fresh page: no request
-fails (no 404 for a picture: the pack copies them to input/ace_plus/ at start-up); the three that together hold
-every node type of the 16 are queued (the prompt made small on its way, see TEMPLATE_RUN_REWRITE) and save their
-output image(s) (tests/browser/run_templates.mjs). One server for both: a boot and a browser start fewer than a
-server of its own.
+to the synthetic files by then), the three templates that together hold every node type of the 16 are opened from
+the template browser in a fresh page, each with its pictures and no failed request, then queued (the prompt made
+small on its way, see TEMPLATE_RUN_REWRITE), and save their output image(s) (tests/browser/run_templates.mjs). One
+server for both: a boot and a browser start fewer than a server of its own. (All 16 show their pictures in the
+passes above, with no failed request: no 404 for a picture, the pack copies them to input/ace_plus/ at start-up.)
 
 Needs /usr/bin/chromium-headless-shell or /usr/bin/chromium (Debian's packages) and tests/browser/node_modules
 (``npm ci`` there); tools/test.sh installs them. Without them (or without the newest frontend) the test is skipped locally and fails under CI.
@@ -395,14 +395,15 @@ def browser_results(server, templates, tmp_path_factory):
     jobs, groups = [], {}
     for f in _example_workflows():
         # Screenshots (SHOOT) on the pinned frontend only: docs/screenshots/ come from it.
-        jobs.append({"file": str(f), "name": f"{f.parent.name}__{f.stem}", "screenshot": server["pinned"] and SHOOT})
+        jobs.append({"file": str(f), "name": f"{f.parent.name}__{f.stem}", "screenshot": server["pinned"] and SHOOT,
+                     "pictures": True})
         groups[jobs[-1]["name"]] = ("examples", f.stem)
     for f in _official_workflows():
         copy_ = jobs_dir / f"official__{f.name}"
         copy_.write_text(json.dumps(_without_type(json.loads(f.read_text()), THIRD_PARTY)))
         jobs.append({"file": str(copy_), "name": copy_.stem, "screenshot": False})
         groups[copy_.stem] = ("official", f.name)
-    for template_id in _templates_to_compare(templates, object_info, server["pinned"]):
+    for template_id in _templates_to_compare(templates, object_info):
         jobs.append({"file": str(templates[template_id][0]), "name": f"template__{template_id}", "screenshot": False})
         groups[jobs[-1]["name"]] = ("templates", template_id)
     (out / "jobs.json").write_text(json.dumps(jobs))
@@ -429,14 +430,12 @@ def browser_results(server, templates, tmp_path_factory):
             **by_group}
 
 
-def _templates_to_compare(templates: dict, object_info: dict, pinned: bool) -> list[str]:
-    """The core templates whose node types the server has: all of them on the pinned frontend (the converter follows
-    it exactly); on a newer one, a subset that still exercises every node type (API nodes: every kind of input),
-    node mode, linked widget and subgraph count of them all (_template_features; 62 of 187 with ComfyUI 0.3.75's
-    templates, 114 when each API node counted by its type)."""
+def _templates_to_compare(templates: dict, object_info: dict) -> list[str]:
+    """Of the core templates whose node types the server has, a subset that still exercises every node type (API
+    nodes: every kind of input), node mode, linked widget and subgraph count of them all (_template_features): 62 of
+    the 187 that ComfyUI 0.3.75's templates give, on either frontend. The converter works per node type and widget,
+    so the other 125 repeat what these exercise; comparing them took about 20 more CPU-seconds of a 2-core run."""
     supported = {k: doc for k, (_, doc) in templates.items() if _node_types_supported(doc, object_info)}
-    if pinned:
-        return list(supported)
     return _greedy_cover({k: _template_features(doc, object_info) for k, doc in supported.items()})
 
 
@@ -487,6 +486,17 @@ def test_example_workflows_have_no_missing_nodes(browser_results, server):
         assert r["nodeCount"] > 0 and r["output"], f"{f.name}: the frontend produced no prompt"
         if server["pinned"] and SHOOT:
             assert (browser_results["out"] / f"{f.parent.name}__{f.stem}.png").stat().st_size > 10_000
+
+
+def test_examples_show_every_picture(browser_results):
+    """Each of the 16 (the template browser's copies are byte-equal, test_examples.py) shows its pictures once
+    loaded: every image node's picture is under input/ace_plus/ (the pack copies them there at start-up; the server's
+    input folder started empty) and loads, and no request fails (a missing picture is a 404 on /api/view)."""
+    for f in _example_workflows():
+        r = browser_results["examples"][f.stem]
+        assert r["failedRequests"] == [], f"{f.parent.name}/{f.name}: {r['failedRequests']}"
+        assert r["imageNodes"] and all(n["value"].startswith("ace_plus/") and n["width"] > 0 for n in r["imageNodes"]), \
+            f"{f.parent.name}/{f.name}: {r['imageNodes']}"
 
 
 def test_official_workflows_miss_only_the_third_party_preview(browser_results):
@@ -566,8 +576,8 @@ def _difference(ours: dict, frontend: dict, pinned: bool) -> str | None:
 
 
 def test_core_templates_convert_like_the_frontend(browser_results, templates, server):
-    """Every template that uses only node types the server has converts exactly as graphToPrompt does (on a newer
-    frontend: those of _templates_to_compare)."""
+    """The templates of _templates_to_compare (together every node type, mode, linked widget and subgraph count of
+    the core templates the server can run) convert exactly as graphToPrompt does."""
     workflow_convert = pytest.importorskip("workflow_convert")
     if not templates:
         pytest.skip("comfyui-workflow-templates is not installed (ComfyUI's requirements.txt pins it)")
@@ -575,7 +585,7 @@ def test_core_templates_convert_like_the_frontend(browser_results, templates, se
     compared = browser_results["templates"]
     supported = [k for k, (_, doc) in templates.items() if _node_types_supported(doc, object_info)]
     assert len(supported) >= 100, f"only {len(supported)} of {len(templates)} templates use core nodes only"
-    assert sorted(compared) == sorted(_templates_to_compare(templates, object_info, server["pinned"]))
+    assert sorted(compared) == sorted(_templates_to_compare(templates, object_info))
     failures = []
     for template_id, r in sorted(compared.items()):
         if "error" in r or r["missing"]:
@@ -691,7 +701,7 @@ def test_chinese_locale_shows_translated_node_names(browser_results, server):
     assert not missing, f"the node library in {LOCALE} lacks {sorted(missing)}"
 
 
-# --- every template opened from the template browser and run (tests/browser/run_templates.mjs) ----------------------
+# --- templates opened from the template browser and run (tests/browser/run_templates.mjs) ---------------------------
 
 # The queued prompt made small for the CPU on its way to the server (as test_examples.tiny_graph does): the published
 # model names are the synthetic files (TEMPLATE_RUN_FILES), CLIP-L alone stands in for DualCLIPLoader (T5-XXL is
@@ -721,28 +731,29 @@ NODE_CLASS_MAPPINGS = {{}}
 
 
 def _queued_templates(node_types: dict[str, list[str]]) -> list[str]:
-    """The templates queued from the browser: together they hold every node type of the 16 (3 of them: the
-    variations (local editing), a Redux and an FFT one), so that each node of the pack's templates runs on the live
-    server from a prompt the frontend built. Every one of the 16 runs end to end in test_examples.py, from the
-    runner's conversion, which test_frontend_prompt_equals_the_runner_conversion_and_validates proves equal to the
-    frontend's prompt; queuing all 16 here took about 40 s more of a 2-core run."""
+    """The templates opened from the template browser and queued: together they hold every node type of the 16 (3
+    of them: the variations (local editing), a Redux and an FFT one), so that each node of the pack's templates runs
+    on the live server from a prompt the frontend built. Every one of the 16 runs end to end in test_examples.py,
+    from the runner's conversion, which test_frontend_prompt_equals_the_runner_conversion_and_validates proves equal
+    to the frontend's prompt; each shows its pictures in the frontend (test_examples_show_every_picture: the same
+    files, loaded as the template browser loads them) and the browser lists its card (pack_ui.mjs, which opens one
+    more). Queuing all 16 took about 40 s more of a 2-core run, opening the other 13 from the browser about 30 s."""
     return _greedy_cover({name: set(types) for name, types in node_types.items()})
 
 
 @pytest.fixture(scope="module")
 def template_runs(server, browser_results, tmp_path_factory):
-    """Every template of example_workflows/ opened from the template browser of the pinned frontend, and those of
-    _queued_templates queued, on the pinned pass's server once that pass is done (browser_results): its input
-    folder started empty (the pack copies the pictures at start-up) and the published model names are synthetic
-    files by then. {template name: result} (tests/browser/run_templates.mjs)."""
+    """The templates of _queued_templates opened from the template browser of the pinned frontend and queued, on
+    the pinned pass's server once that pass is done (browser_results): its input folder started empty (the pack
+    copies the pictures at start-up) and the published model names are synthetic files by then. {template name:
+    result} (tests/browser/run_templates.mjs)."""
     assert server["pinned"], "the templates run on the pinned frontend's server"
     base = server["base"]
     out = tmp_path_factory.mktemp("template_runs")
-    names = _template_names()
     node_types = {name: sorted(n["type"] for n in json.loads((TEMPLATES / f"{name}.json").read_text())["nodes"])
-                  for name in names}
-    config = {"module": PACK, "names": names, "nodeTypes": node_types, "queue": _queued_templates(node_types),
-              "rewrite": TEMPLATE_RUN_REWRITE}
+                  for name in _template_names()}
+    queue = _queued_templates(node_types)
+    config = {"module": PACK, "names": queue, "nodeTypes": node_types, "queue": queue, "rewrite": TEMPLATE_RUN_REWRITE}
     (out / "config.json").write_text(json.dumps(config))
     result = _run_script("run_templates.mjs", server["url"], out, out / "config.json", timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -753,18 +764,17 @@ def template_runs(server, browser_results, tmp_path_factory):
     return {"runs": runs, "base": base, "queue": config["queue"], "server_log": (base / "server.log").read_text()}
 
 
-def test_every_template_opens_from_the_browser_and_runs(template_runs):
-    """Every template opens: no 404 (the pictures are there, under input/ace_plus/), every image node shows its
-    picture. Each queued one (_queued_templates) gives its output image(s): four for the variations template
-    (RepeatLatentBatch)."""
+def test_templates_open_from_the_browser_and_run(template_runs):
+    """Each template of _queued_templates opens from the template browser: no 404 (the pictures are there, under
+    input/ace_plus/), every image node shows its picture; queued, it gives its output image(s): four for the
+    variations template (RepeatLatentBatch)."""
     from PIL import Image
 
-    names = _template_names()
-    assert sorted(template_runs["runs"]) == names
-    base = template_runs["base"]
     queue = template_runs["queue"]
-    assert queue, "no template was queued"
-    for name in names:
+    assert queue and set(queue) <= set(_template_names()), queue
+    assert sorted(template_runs["runs"]) == sorted(queue)
+    base = template_runs["base"]
+    for name in queue:
         r = template_runs["runs"][name]
         assert "error" not in r, f"{name}: {r['error'][:1500]}"
         assert r["failedRequests"] == [], f"{name}: {r['failedRequests']}"
@@ -772,9 +782,6 @@ def test_every_template_opens_from_the_browser_and_runs(template_runs):
         assert r["nodeCount"] == len(doc["nodes"]), name
         assert r["imageNodes"] and all(n["value"].startswith("ace_plus/") and n["width"] > 0 for n in r["imageNodes"]), \
             f"{name}: {r['imageNodes']}"
-        assert ("status" in r) == (name in queue), name
-        if name not in queue:
-            continue
         assert r["status"]["status_str"] == "success", f"{name}: {r['status']}\n{template_runs['server_log'][-3000:]}"
         saved = [img for o in r["outputs"].values() for img in o.get("images", []) if img.get("type") == "output"]
         repeat = [n["widgets_values"][0] for n in doc["nodes"] if n["type"] == "RepeatLatentBatch"]

@@ -6,4 +6,4 @@ from test_browser import _server_fixture
 
 server = _server_fixture(latest=True)
 # The templates are opened and run from the pinned frontend only (on its pass's server).
-del template_runs, test_every_template_opens_from_the_browser_and_runs  # noqa: F821
+del template_runs, test_templates_open_from_the_browser_and_run  # noqa: F821

@@ -2,10 +2,11 @@
 //
 //   node check_workflows.mjs URL OUT_DIR JOBS.json [PACK.json]
 //
-// JOBS.json: [{"file": PATH, "name": NAME, "screenshot": true|false}, ...]. All workflows are loaded one after the
-// other into one page. For each: the node types the frontend does not know, the API prompt of
-// app.graphToPrompt() (or the error it threw) and, when asked, a screenshot (OUT_DIR/<name>.png). Results go to
-// OUT_DIR/results.json with the frontend's version. The browser: launch.mjs.
+// JOBS.json: [{"file": PATH, "name": NAME, "screenshot": true|false, "pictures": true|false}, ...]. All workflows
+// are loaded one after the other into one page. For each: the node types the frontend does not know, the API
+// prompt of app.graphToPrompt() (or the error it threw), every HTTP answer >= 400 while it loaded and, when asked,
+// a screenshot (OUT_DIR/<name>.png) and the pictures its image nodes show (once loaded: {value, width}). Results go
+// to OUT_DIR/results.json with the frontend's version. The browser: launch.mjs.
 //
 // PACK.json (optional): first, in the same page, what the frontend shows of the pack (pack_ui.mjs: templates,
 // missing models, help page, locale; in results.json as "pack"), then the files it lists under "placeholders"
@@ -28,6 +29,8 @@ const { context, page } = await launch(outDir, shots ? { width: 2000, height: 11
 const consoleErrors = [];
 page.on("console", (msg) => { if (msg.type() === "error") consoleErrors.push(msg.text()); });
 page.on("pageerror", (err) => consoleErrors.push(`pageerror: ${err.message}`));
+const failed = [];  // HTTP answers >= 400 during the current job
+page.on("response", (r) => { if (r.status() >= 400) failed.push({ status: r.status(), url: r.url() }); });
 await page.goto(url, { waitUntil: "load", timeout: 60000 });
 await page.waitForFunction(() => window.app && window.app.graph && window.LiteGraph, null, { timeout: 60000 });
 // Dismiss first-run banners/dialogs if any (no network: nothing else to do with them).
@@ -57,6 +60,7 @@ for (const job of jobs) {
     small = true;
   }
   const started = Date.now();
+  failed.length = 0;
   const workflow = JSON.parse(fs.readFileSync(job.file, "utf8"));
   const result = await page.evaluate(async ({ wf, fit }) => {
     // Draw the canvas only for screenshots: redrawing big graphs every frame slows the loop down.
@@ -90,6 +94,16 @@ for (const job of jobs) {
       return { missing, nodeCount: 0, output: null, error: String(err && err.stack || err) };
     }
   }, { wf: workflow, fit: !!job.screenshot });
+  if (job.pictures) {
+    // The image nodes fetch their pictures once the graph is loaded (/api/view; a missing one is a 404).
+    await page.waitForFunction(() => (window.app.graph._nodes || window.app.graph.nodes)
+      .filter((n) => n.type === "LoadImage" || n.type === "LoadImageMask")
+      .every((n) => n.imgs && n.imgs.length && n.imgs[0].complete), null, { timeout: 15000 }).catch(() => {});
+    result.imageNodes = await page.evaluate(() => (window.app.graph._nodes || window.app.graph.nodes)
+      .filter((n) => n.type === "LoadImage" || n.type === "LoadImageMask")
+      .map((n) => ({ value: n.widgets.find((w) => w.name === "image").value,
+        width: n.imgs && n.imgs[0] ? n.imgs[0].naturalWidth : 0 })));
+  }
   if (job.screenshot) {
     await page.waitForTimeout(300);
     // Close any dialog the load opened (e.g. a missing-models notice) before the screenshot.
@@ -102,7 +116,7 @@ for (const job of jobs) {
     if (!store || !store.openWorkflows || !store.closeWorkflow) return;
     for (const w of [...store.openWorkflows]) if (w !== store.activeWorkflow) await store.closeWorkflow(w);
   });
-  results.push({ file: job.file, name: job.name, ms: Date.now() - started, ...result });
+  results.push({ file: job.file, name: job.name, ms: Date.now() - started, failedRequests: [...failed], ...result });
 }
 fs.writeFileSync(path.join(outDir, "results.json"),
   JSON.stringify({ frontendVersion, pack, results, consoleErrors }, null, 1));

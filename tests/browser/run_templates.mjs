@@ -1,4 +1,4 @@
-// TEST ONLY: every template of the pack opened from ComfyUI's template browser as a user does; some also queued.
+// TEST ONLY: templates of the pack opened from ComfyUI's template browser as a user does; some also queued.
 //
 //   node run_templates.mjs URL OUT_DIR CONFIG.json
 //
