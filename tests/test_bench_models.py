@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import python_subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -15,9 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 def test_bench_models_dry_run(tmp_path):
     pytest.importorskip("comfy_host").locate_comfyui()  # needs a ComfyUI source tree (tools/setup_host.sh)
     out = tmp_path / "rows.json"
-    cmd = [sys.executable, str(REPO / "bench" / "bench_models_gpu.py"), "--dry-run", "--runs", "1",
-           "--dtypes", "bf16", "fp8_e4m3fn", "--json", str(out)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd="/")
+    cmd = [REPO / "bench" / "bench_models_gpu.py", "--dry-run", "--runs", "1", "--dtypes", "bf16", "fp8_e4m3fn",
+           "--json", out]
+    result = python_subprocess.run(cmd, timeout=300, cwd="/")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     assert {(r["layout"], r["weight_dtype"]) for r in rows} == {

@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import python_subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 PACK = "ace_plus"  # the folder name runner/comfy_host.py gives this pack in custom_nodes/
@@ -91,7 +90,7 @@ def _boot(base: Path, stand_in: str) -> tuple[list[str], dict]:
     folder.mkdir(parents=True)
     (folder / "__init__.py").write_text(STAND_IN)
     code = BOOT.format(runner=str(REPO / "runner"), base=str(base), node_id=CLASHING_ID)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=base.parent)
+    result = python_subprocess.run(["-c", code], timeout=300, cwd=base.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line.split("|", 3)[3] for line in result.stderr.splitlines() if line.startswith("LOG|WARNING|")]
     return warnings, json.loads(result.stdout.strip().splitlines()[-1])

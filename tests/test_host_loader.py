@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import python_subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / "runner"
@@ -69,13 +69,13 @@ def test_pack_imports_outside_comfyui_without_registering():
         import ace_pack.ace_plus_core
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    result = python_subprocess.run(["-c", code], cwd="/")
     assert result.returncode == 0, result.stderr
 
 
 def _boot_in_subprocess(pack: Path, base: Path) -> subprocess.CompletedProcess:
     code = f"import sys; sys.path.insert(0, {str(TOOLS)!r}); import comfy_host; comfy_host.boot({str(base)!r}, pack_dir=__import__('pathlib').Path({str(pack)!r}))"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return python_subprocess.run(["-c", code], timeout=300)
 
 
 def test_harness_fails_loudly_when_the_pack_does_not_import(tmp_path):
@@ -126,8 +126,7 @@ def test_older_comfyui_logs_the_release_needed_and_registers_nothing(tmp_path):
     skip = {"web", "tests", "tests-unit", "notebooks"}  # top-level folders the loader does not read
     shutil.copytree(tree, copy, ignore=lambda folder, names: skip & set(names) if Path(folder) == tree else ())
     (copy / "custom_nodes" / "ace_plus").symlink_to(REPO, target_is_directory=True)
-    result = subprocess.run([sys.executable, "-c", OLD_LOADER, str(copy)], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path)
+    result = python_subprocess.run(["-c", OLD_LOADER, copy], timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (ids_line,) = [ln for ln in result.stdout.splitlines() if ln.startswith("NODE IDS ")]
     registered = set(json.loads(ids_line.removeprefix("NODE IDS ")))

@@ -8,11 +8,10 @@ observes as JSON; the assertions are here. About 60 s of CPU and 4 GB of RAM at 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import python_subprocess
 from conftest import model_cache_dir
 from full_width_models_check import FFT, FFT_FP8, FULL_WIDTH_LOADS
 from tolerances import assert_catches, sum_bound
@@ -50,9 +49,7 @@ def facts(request, tmp_path_factory) -> dict:
              and hasattr(item, "callspec")]
     selected = {"loads": [[c["unet"], c["weight_dtype"]] for c in cases if "unet" in c],
                 "lora": [c["name"] for c in cases if "name" in c]}
-    proc = subprocess.run([sys.executable, str(HELPER), str(out), str(work / "base"), str(models), str(demo),
-                           json.dumps(selected)],
-                          capture_output=True, text=True, timeout=900)
+    proc = python_subprocess.run([HELPER, out, work / "base", models, demo, json.dumps(selected)], timeout=900)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
     return json.loads(out.read_text())
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import textwrap
 import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import python_subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -156,7 +156,7 @@ def test_archive_loads_in_comfyui(packed, tmp_path):
         print(json.dumps({{"ids": ids, "files": files}}))
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = python_subprocess.run(["-c", code], timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     booted = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(booted["ids"]) == EXPECTED_NODE_IDS, f"registered from the archive: {booted['ids']}"
