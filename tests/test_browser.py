@@ -753,7 +753,7 @@ def template_runs(server, browser_results, tmp_path_factory):
     node_types = {name: sorted(n["type"] for n in json.loads((TEMPLATES / f"{name}.json").read_text())["nodes"])
                   for name in _template_names()}
     queue = _queued_templates(node_types)
-    config = {"module": PACK, "names": queue, "nodeTypes": node_types, "queue": queue, "rewrite": TEMPLATE_RUN_REWRITE}
+    config = {"module": PACK, "names": queue, "nodeTypes": node_types, "rewrite": TEMPLATE_RUN_REWRITE}
     (out / "config.json").write_text(json.dumps(config))
     result = _run_script("run_templates.mjs", server["url"], out, out / "config.json", timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -761,7 +761,7 @@ def template_runs(server, browser_results, tmp_path_factory):
     for name, r in runs.items():  # a card that took more than one try (shown when the test fails)
         if r.get("retries"):
             log.warning("template %r opened after %d failed tries: %s", name, len(r["retries"]), r["retries"])
-    return {"runs": runs, "base": base, "queue": config["queue"], "server_log": (base / "server.log").read_text()}
+    return {"runs": runs, "base": base, "queue": queue, "server_log": (base / "server.log").read_text()}
 
 
 def test_templates_open_from_the_browser_and_run(template_runs):
