@@ -56,8 +56,8 @@ def test_every_node_has_description_and_tooltips(comfy_host):
 
 
 def test_pack_imports_outside_comfyui_without_registering():
-    # A fresh interpreter without ComfyUI on the path: importing the pack as a package must work and register
-    # nothing (no comfy_entrypoint, no NODE_CLASS_MAPPINGS).
+    # A process of its own (tests/python_subprocess.py: nothing of ComfyUI imported) without ComfyUI on the path:
+    # importing the pack as a package must work and register nothing (no comfy_entrypoint, no NODE_CLASS_MAPPINGS).
     code = textwrap.dedent(
         f"""
         import importlib.util, sys

@@ -1,8 +1,9 @@
 """The model nodes at full width (hidden 3072) on ComfyUI's own, unpatched Flux detection.
 
-Everything runs in one subprocess (tests/full_width_models_check.py) that boots ComfyUI through runner/comfy_host.py
-without the test-only detection patch this test session installs, loads one model at a time and writes what it
-observes as JSON; the assertions are here. About 60 s of CPU and 4 GB of RAM at its peak.
+Everything runs in one subprocess (tests/full_width_models_check.py, started through tests/python_subprocess.py)
+that boots ComfyUI through runner/comfy_host.py without the test-only detection patch this test session installs,
+loads one model at a time and writes what it observes as JSON; the assertions are here. About 45 s of CPU and 4 GB
+of RAM at its peak.
 """
 
 from __future__ import annotations
