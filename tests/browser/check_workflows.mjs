@@ -14,6 +14,7 @@
 // and the frontend reloads its model lists, before the jobs.
 import fs from "node:fs";
 import path from "node:path";
+import { closeOtherWorkflows, readImageNodes } from "./graph.mjs";
 import { launch } from "./launch.mjs";
 import { checkPackUi } from "./pack_ui.mjs";
 
@@ -94,28 +95,14 @@ for (const job of jobs) {
       return { missing, nodeCount: 0, output: null, error: String(err && err.stack || err) };
     }
   }, { wf: workflow, fit: !!job.screenshot });
-  if (job.pictures) {
-    // The image nodes fetch their pictures once the graph is loaded (/api/view; a missing one is a 404).
-    await page.waitForFunction(() => (window.app.graph._nodes || window.app.graph.nodes)
-      .filter((n) => n.type === "LoadImage" || n.type === "LoadImageMask")
-      .every((n) => n.imgs && n.imgs.length && n.imgs[0].complete), null, { timeout: 15000 }).catch(() => {});
-    result.imageNodes = await page.evaluate(() => (window.app.graph._nodes || window.app.graph.nodes)
-      .filter((n) => n.type === "LoadImage" || n.type === "LoadImageMask")
-      .map((n) => ({ value: n.widgets.find((w) => w.name === "image").value,
-        width: n.imgs && n.imgs[0] ? n.imgs[0].naturalWidth : 0 })));
-  }
+  if (job.pictures) result.imageNodes = await readImageNodes(page);
   if (job.screenshot) {
     await page.waitForTimeout(300);
     // Close any dialog the load opened (e.g. a missing-models notice) before the screenshot.
     await page.keyboard.press("Escape");
     await page.screenshot({ path: path.join(outDir, `${job.name}.png`) });
   }
-  // Every load opens a workflow tab: close the earlier ones, or each load gets slower than the last.
-  await page.evaluate(async () => {
-    const store = window.app.extensionManager && window.app.extensionManager.workflow;
-    if (!store || !store.openWorkflows || !store.closeWorkflow) return;
-    for (const w of [...store.openWorkflows]) if (w !== store.activeWorkflow) await store.closeWorkflow(w);
-  });
+  await closeOtherWorkflows(page);
   results.push({ file: job.file, name: job.name, ms: Date.now() - started, failedRequests: [...failed], ...result });
 }
 fs.writeFileSync(path.join(outDir, "results.json"),

@@ -14,16 +14,10 @@
 //   lists, and the node's help page again.
 
 import fs from "node:fs";
+import { closeOtherWorkflows } from "./graph.mjs";
 
 const SEARCH = ".comfy-vue-side-bar-header input";
 
-async function closeOtherWorkflows(page) {
-  await page.evaluate(async () => {
-    const store = window.app.extensionManager && window.app.extensionManager.workflow;
-    if (!store || !store.openWorkflows || !store.closeWorkflow) return;
-    for (const w of [...store.openWorkflows]) if (w !== store.activeWorkflow) await store.closeWorkflow(w);
-  });
-}
 
 async function setSetting(page, id, value) {
   await page.evaluate(([k, v]) => window.app.extensionManager.setting.set(k, v), [id, value]);

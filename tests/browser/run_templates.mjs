@@ -14,6 +14,7 @@
 // names); the ids of the nodes that ran are recorded. Results: OUT_DIR/template_runs.json.
 import fs from "node:fs";
 import path from "node:path";
+import { closeOtherWorkflows, readImageNodes } from "./graph.mjs";
 import { launch } from "./launch.mjs";
 
 const [url, outDir, configFile] = process.argv.slice(2);
@@ -172,14 +173,7 @@ for (const name of config.names) {
     }
     result.phases = { open: Date.now() - started };
     result.nodeCount = await page.evaluate(() => (window.app.graph._nodes || window.app.graph.nodes).length);
-    // The image nodes fetch their pictures once the graph is on the canvas.
-    await page.waitForFunction(() => (window.app.graph._nodes || window.app.graph.nodes)
-      .filter((n) => n.type === "LoadImage" || n.type === "LoadImageMask")
-      .every((n) => n.imgs && n.imgs.length && n.imgs[0].complete), null, { timeout: 15000 }).catch(() => {});
-    result.imageNodes = await page.evaluate(() => (window.app.graph._nodes || window.app.graph.nodes)
-      .filter((n) => n.type === "LoadImage" || n.type === "LoadImageMask")
-      .map((n) => ({ value: n.widgets.find((w) => w.name === "image").value,
-        width: n.imgs && n.imgs[0] ? n.imgs[0].naturalWidth : 0 })));
+    result.imageNodes = await readImageNodes(page);
     result.phases.images = Date.now() - started - result.phases.open;
     const entry = await queueAndWait();
     result.phases.run = Date.now() - started - result.phases.open - result.phases.images;
@@ -196,12 +190,7 @@ for (const name of config.names) {
   result.ms = Date.now() - started;
   results.push(result);
   await page.keyboard.press("Escape");
-  // Every template opens a workflow tab: close the earlier ones, or each open and run gets slower than the last.
-  await page.evaluate(async () => {
-    const store = window.app.extensionManager && window.app.extensionManager.workflow;
-    if (!store || !store.openWorkflows || !store.closeWorkflow) return;
-    for (const w of [...store.openWorkflows]) if (w !== store.activeWorkflow) await store.closeWorkflow(w);
-  });
+  await closeOtherWorkflows(page);
 }
 fs.writeFileSync(path.join(outDir, "template_runs.json"), JSON.stringify(results, null, 1));
 await context.close();
