@@ -11,6 +11,10 @@ from PIL import Image
 
 from tools_images import solid_png
 
+# The Canvas budget of these graphs: a small canvas (the CPU), the layout and crop checks do not need more.
+TOKENS = 256
+PIXELS_PER_TOKEN = 16 * 16
+
 
 @pytest.fixture
 def probe(comfy_host):
@@ -149,7 +153,7 @@ def _canvas_conditioning_graph(unet: str, layout: str, edit: str, ref: str) -> d
     model, text, vae = tiny_loaders(g, unet, "a red hat")
     ref_img = g.add("LoadImage", image=ref)
     edit_img = g.add("LoadImage", image=edit)
-    cv = g.add("ACEPlusCanvas", layout=layout, task="repainting", reference_mode="auto", max_image_tokens=256,
+    cv = g.add("ACEPlusCanvas", layout=layout, task="repainting", reference_mode="auto", max_image_tokens=TOKENS,
                keep_pixels_rate=0.8, width=1024, height=1024, reference_image=ref_img[0], edit_image=edit_img[0],
                edit_mask=edit_img[1])
     cond = g.add("ACEPlusCanvasConditioning", model=model[0], positive=text[0], negative=text[0], vae=vae[0],
@@ -198,7 +202,7 @@ def test_crop_to_mask_and_stitch_return_the_full_photo_with_unmasked_pixels_unto
     model, text, vae = tiny_loaders(g, "tiny_flux_fill.safetensors", "a golden badge")
     ref_img = g.add("LoadImage", image=ref)
     edit_img = g.add("LoadImage", image=edit)
-    cv = g.add("ACEPlusCanvas", layout="lora", task="repainting", reference_mode="auto", max_image_tokens=256,
+    cv = g.add("ACEPlusCanvas", layout="lora", task="repainting", reference_mode="auto", max_image_tokens=TOKENS,
                keep_pixels_rate=0.8, width=1024, height=1024, crop_to_mask=True, reference_image=ref_img[0],
                edit_image=edit_img[0], edit_mask=edit_img[1])
     cond = g.add("ACEPlusCanvasConditioning", model=model[0], positive=text[0], negative=text[0], vae=vae[0],
@@ -221,7 +225,7 @@ def test_crop_to_mask_and_stitch_return_the_full_photo_with_unmasked_pixels_unto
     assert np.array_equal(saved[outside], src[outside])
     assert not np.array_equal(saved[t : t + h, lf : lf + w], src[t : t + h, lf : lf + w])
     canvas = probe("st_canvas")
-    assert canvas.shape[1] * canvas.shape[2] // 256 <= 256
+    assert canvas.shape[1] * canvas.shape[2] // PIXELS_PER_TOKEN <= TOKENS
 
 
 @pytest.mark.parametrize("kind", ["no_alpha", "all_black", "marked"])
@@ -239,7 +243,7 @@ def test_empty_mask_is_said_on_the_node_and_in_the_log(comfy_host, input_image, 
         name = input_image(f"empty_mask_{kind}.png", w, h, (10, 12, 20, 24) if kind == "marked" else None, seed=7)
     g = Graph()
     img = g.add("LoadImage", image=name)
-    common = dict(layout="lora", task="repainting", reference_mode="auto", max_image_tokens=256,
+    common = dict(layout="lora", task="repainting", reference_mode="auto", max_image_tokens=TOKENS,
                   keep_pixels_rate=0.8, width=1024, height=1024, crop_to_mask=True, edit_image=img[0])
     with_mask = g.add("ACEPlusCanvas", edit_mask=img[1], **common)
     without = g.add("ACEPlusCanvas", **common)
